@@ -1,6 +1,8 @@
 //! Chunk encryption: round trips over many sizes, and every way of tampering with the chunk
 //! sequence (bit flips, swaps, truncation, extension) is caught and names the chunk.
 
+#![allow(clippy::unwrap_used)] // Test helpers panic on failure by design.
+
 use keyshare::{
     ChunkError, ChunkHash, ChunkLayout, FileId, FileKey, MIN_CHUNK_SIZE_BYTES, StreamDecryptor,
     StreamEncryptor, decrypt_file, encrypt_file,

@@ -6,6 +6,8 @@
 //! sealed-share value was opened by Python's `cryptography.hazmat.primitives.hpke` (RFC 9180,
 //! DHKEM(X25519, HKDF-SHA256), HKDF-SHA256, AES-256-GCM) with the documented context as `info`.
 
+#![allow(clippy::unwrap_used)] // Test helpers panic on failure by design.
+
 use keyshare::{
     ChunkLayout, FileId, FileSecret, SealContext, SealPurpose, SealingSecretKey, encrypt_file,
     seal_share, split,

@@ -1,6 +1,8 @@
 //! HPKE sealing: a sealed share opens for its recipient under its context and for nobody and
 //! nothing else; `reseal_share` hands a deposited share on to a requester.
 
+#![allow(clippy::unwrap_used)] // Test helpers panic on failure by design.
+
 use keyshare::{
     FileId, FileSecret, SealContext, SealError, SealPurpose, SealedShare, SealingSecretKey, Share,
     open_share, reseal_share, seal_share, split, verify,

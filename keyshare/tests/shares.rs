@@ -1,6 +1,8 @@
 //! Feldman VSS: any `t` shares rebuild the secret, `t - 1` do not, and a tampered share is caught
 //! and named by `verify`, `verify_all` and `combine`.
 
+#![allow(clippy::unwrap_used)] // Test helpers panic on failure by design.
+
 use keyshare::{
     Commitments, FileSecret, MAX_SHARE_COUNT, Share, ShareError, combine, interpolate, split,
     verify, verify_all,
