@@ -1,12 +1,16 @@
-//! Lowercase hex for fixed-size identifiers, and the macro that gives a 32-byte newtype its
+//! Lowercase hex for fixed-size identifiers (public but hidden: a helper for the sibling crates), and the macro that gives a 32-byte newtype its
 //! Display / FromStr / serde impls (hex in human-readable formats, raw bytes in postcard).
 
 use crate::error::ParseHexError;
 
+#[doc(hidden)]
+pub use serde;
+
 const DIGITS: &[u8; 16] = b"0123456789abcdef";
 
 /// Writes `bytes` as lowercase hex.
-pub(crate) fn write_hex(f: &mut core::fmt::Formatter<'_>, bytes: &[u8]) -> core::fmt::Result {
+#[doc(hidden)]
+pub fn write_hex(f: &mut core::fmt::Formatter<'_>, bytes: &[u8]) -> core::fmt::Result {
     for byte in bytes {
         let pair = [
             DIGITS[usize::from(byte >> 4)],
@@ -18,8 +22,9 @@ pub(crate) fn write_hex(f: &mut core::fmt::Formatter<'_>, bytes: &[u8]) -> core:
     Ok(())
 }
 
+#[doc(hidden)]
 /// Parses exactly `N` bytes from `2 * N` hex digits (either case).
-pub(crate) fn parse_hex<const N: usize>(text: &str) -> Result<[u8; N], ParseHexError> {
+pub fn parse_hex<const N: usize>(text: &str) -> Result<[u8; N], ParseHexError> {
     let digits = text.as_bytes();
     if digits.len() != 2 * N {
         return Err(ParseHexError::Length {
@@ -48,6 +53,10 @@ fn nibble(digit: u8) -> Option<u8> {
 }
 
 /// Implements `Display`, `Debug`, `FromStr`, `AsRef<[u8]>` and serde for a `struct X([u8; 32])`.
+/// Exported so the other crates' 32-byte ids (member keys, transaction ids, block hashes) print
+/// and parse the same way.
+#[macro_export]
+#[doc(hidden)]
 macro_rules! impl_bytes32 {
     ($name:ident) => {
         impl $name {
@@ -83,37 +92,35 @@ macro_rules! impl_bytes32 {
         }
 
         impl core::str::FromStr for $name {
-            type Err = $crate::error::ParseHexError;
+            type Err = $crate::ParseHexError;
 
             fn from_str(text: &str) -> Result<Self, Self::Err> {
                 $crate::hex::parse_hex::<32>(text).map(Self)
             }
         }
 
-        impl serde::Serialize for $name {
-            fn serialize<S: serde::Serializer>(&self, serializer: S) -> Result<S::Ok, S::Error> {
+        impl $crate::hex::serde::Serialize for $name {
+            fn serialize<S: $crate::hex::serde::Serializer>(&self, serializer: S) -> Result<S::Ok, S::Error> {
                 if serializer.is_human_readable() {
                     serializer.collect_str(self)
                 } else {
-                    serde::Serialize::serialize(&self.0, serializer)
+                    $crate::hex::serde::Serialize::serialize(&self.0, serializer)
                 }
             }
         }
 
-        impl<'de> serde::Deserialize<'de> for $name {
-            fn deserialize<D: serde::Deserializer<'de>>(deserializer: D) -> Result<Self, D::Error> {
+        impl<'de> $crate::hex::serde::Deserialize<'de> for $name {
+            fn deserialize<D: $crate::hex::serde::Deserializer<'de>>(deserializer: D) -> Result<Self, D::Error> {
                 if deserializer.is_human_readable() {
-                    let text = <std::borrow::Cow<'de, str>>::deserialize(deserializer)?;
-                    text.parse().map_err(serde::de::Error::custom)
+                    let text = <std::borrow::Cow<'de, str> as $crate::hex::serde::Deserialize>::deserialize(deserializer)?;
+                    text.parse().map_err($crate::hex::serde::de::Error::custom)
                 } else {
-                    <[u8; 32]>::deserialize(deserializer).map(Self)
+                    <[u8; 32] as $crate::hex::serde::Deserialize>::deserialize(deserializer).map(Self)
                 }
             }
         }
     };
 }
-
-pub(crate) use impl_bytes32;
 
 #[cfg(test)]
 mod tests {

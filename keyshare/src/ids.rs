@@ -2,19 +2,17 @@
 
 use sha3::{Digest, Sha3_256};
 
-use crate::hex::impl_bytes32;
-
 /// Names one stored file across the consortium. Derived from owner, a random nonce and time, so
 /// two files never share an id even when their contents are equal.
 #[derive(Clone, Copy, PartialEq, Eq, PartialOrd, Ord, Hash)]
 pub struct FileId([u8; 32]);
-impl_bytes32!(FileId);
+crate::impl_bytes32!(FileId);
 
 /// SHA3-256 of one ciphertext chunk (ciphertext followed by its GCM tag). Peers store and serve
 /// chunks by this hash, and check it before storing and before serving.
 #[derive(Clone, Copy, PartialEq, Eq, PartialOrd, Ord, Hash)]
 pub struct ChunkHash([u8; 32]);
-impl_bytes32!(ChunkHash);
+crate::impl_bytes32!(ChunkHash);
 
 /// Domain label for file ids, so no other SHA3 input in the system can collide with one.
 const FILE_ID_LABEL: &[u8] = b"blocktorrent/v1/file-id";

@@ -18,7 +18,8 @@
 
 mod chunk;
 mod error;
-mod hex;
+#[doc(hidden)]
+pub mod hex;
 mod ids;
 mod layout;
 mod seal;

@@ -17,7 +17,6 @@ use rand_core::CryptoRng;
 use zeroize::Zeroizing;
 
 use crate::error::SealError;
-use crate::hex::impl_bytes32;
 use crate::ids::FileId;
 use crate::vss::Share;
 
@@ -30,7 +29,7 @@ const CONTEXT_LABEL: &[u8] = b"blocktorrent/v1/share";
 /// A member's X25519 public key, listed in the genesis file; shares are sealed to it.
 #[derive(Clone, Copy, PartialEq, Eq, PartialOrd, Ord, Hash)]
 pub struct SealingPublicKey([u8; 32]);
-impl_bytes32!(SealingPublicKey);
+crate::impl_bytes32!(SealingPublicKey);
 
 /// A member's X25519 secret key. Zeroized on drop, never printed.
 #[derive(Clone)]

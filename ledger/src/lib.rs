@@ -1,5 +1,39 @@
-//! The consortium ledger (not built yet; see issue 3 and `DESIGN.md` § Ledger).
+//! The consortium ledger: a permissioned chain ordered by Raft.
 //!
-//! Will hold: signed transactions and hash-chained blocks; the master-table, key-management and
-//! access contracts as a pure `apply`; a sans-IO Raft replica on raft-rs that batches transactions
-//! into blocks; and redb persistence for the Raft log, blocks and contract state.
+//! What it does:
+//! - [`Transaction`]s signed with a member's ed25519 key over `(chain id, sender, nonce, body)`;
+//!   [`Block`]s hash-chained with SHA3-256.
+//! - The contracts ([`State::apply`]): master tables, key-share deposits and complaints, access
+//!   requests, releases and denials; per-sender nonces against replay. Deterministic and pure: an
+//!   invalid transaction stays in its block with a [`Rejection`], so every replica computes the
+//!   same state.
+//! - Ordering ([`Replica`]): a sans-IO driver around raft-rs's `RawNode`. Inputs are `tick`,
+//!   `handle_message` and `submit`; [`Replica::poll`] returns the messages to send and the blocks
+//!   committed. The leader batches transactions into one Raft entry per block; every replica
+//!   batch-verifies the signatures of what it applies.
+//! - Durability ([`RedbStore`]): Raft log, hard state, snapshots, blocks, on any redb
+//!   `StorageBackend`.
+//!
+//! What it does not do: no sockets, no clocks, no threads, no global RNG. The caller moves
+//! [`WireMessage`]s between replicas and calls `tick` on its own timer.
+
+mod block;
+mod contract;
+mod error;
+mod log_store;
+mod member;
+mod replica;
+mod store;
+mod tx;
+mod wire;
+
+pub use block::{Block, BlockHash, GENESIS_PREV_HASH};
+pub use contract::{
+    AccessRecord, Answer, FileRecord, Rejection, State, TxResult, TxStatus, verify_signatures,
+};
+pub use error::{Error, StoreError, SubmitError};
+pub use member::{Genesis, MAX_MEMBERS, Member, MemberId, Policy, Role};
+pub use replica::{Committed, Effects, Replica, ReplicaConfig};
+pub use store::RedbStore;
+pub use tx::{Body, MasterTable, RequestId, Transaction, TxId};
+pub use wire::WireMessage;

@@ -1,0 +1,643 @@
+//! The contracts: master tables, key management and access, as one deterministic state machine.
+//!
+//! [`State::apply`] takes the transactions of a block and the verdicts of their signature checks
+//! and returns one [`TxResult`] per transaction. It reads no clock and no randomness, so every
+//! replica that applies the same blocks holds the same state. An invalid transaction is kept in
+//! its block with a [`Rejection`] and changes nothing except, once its signature is known good,
+//! its sender's nonce (so a rejected transaction cannot be replayed later when it would succeed).
+
+use std::collections::BTreeMap;
+
+use ed25519_dalek::VerifyingKey;
+use keyshare::{
+    ChunkLayout, FileId, MAX_SHARE_COUNT, SHARE_SIZE_BYTES, SealedShare, TAG_SIZE_BYTES,
+};
+
+use crate::block::{Block, BlockHash, GENESIS_PREV_HASH};
+use crate::member::{Genesis, Member, MemberId, Role};
+use crate::tx::{Body, MasterTable, RequestId, Transaction, TxId};
+
+/// Ciphertext size of a sealed share: the encoded share plus the AES-GCM tag.
+const SEALED_SHARE_SIZE_BYTES: usize = SHARE_SIZE_BYTES + TAG_SIZE_BYTES as usize;
+
+/// The outcome of one transaction in a block.
+#[derive(Clone, Debug, PartialEq, Eq, serde::Serialize, serde::Deserialize)]
+pub enum TxResult {
+    /// Applied to the state.
+    Applied,
+    /// Kept in the block, not applied.
+    Rejected(Rejection),
+}
+
+/// Why a transaction was rejected. The same reasons refuse a transaction at submission.
+#[derive(Clone, Debug, PartialEq, Eq, thiserror::Error, serde::Serialize, serde::Deserialize)]
+pub enum Rejection {
+    /// The sender is not a member of the consortium.
+    #[error("sender {sender} is not a member")]
+    UnknownSender {
+        /// The claimed sender.
+        sender: MemberId,
+    },
+    /// The signature does not verify over this chain's id (forged, tampered, or another chain's).
+    #[error("signature does not verify for this chain")]
+    BadSignature,
+    /// The nonce is not above the sender's last one: a replay or a reordering.
+    #[error("nonce {nonce} is not above the sender's last nonce {last}")]
+    StaleNonce {
+        /// The transaction's nonce.
+        nonce: u64,
+        /// The last nonce the sender used.
+        last: u64,
+    },
+    /// A master table for this file id exists already.
+    #[error("file {file} is already registered")]
+    FileExists {
+        /// The file.
+        file: FileId,
+    },
+    /// No master table for this file id.
+    #[error("file {file} is not registered")]
+    UnknownFile {
+        /// The file.
+        file: FileId,
+    },
+    /// Only the file's owner may do this.
+    #[error("only the owner of file {file} may do this")]
+    NotOwner {
+        /// The file.
+        file: FileId,
+    },
+    /// The master table is inconsistent.
+    #[error("invalid master table: {reason}")]
+    InvalidMasterTable {
+        /// What is wrong.
+        reason: String,
+    },
+    /// A share deposit does not carry one share per holder.
+    #[error("{expected} sealed shares expected, got {actual}")]
+    ShareCount {
+        /// Holders of the file.
+        expected: u32,
+        /// Shares given.
+        actual: u32,
+    },
+    /// A sealed share has the wrong size.
+    #[error("sealed share at position {position} is malformed")]
+    MalformedShare {
+        /// 0-based position in the transaction.
+        position: u32,
+    },
+    /// The file's shares were deposited already.
+    #[error("shares of file {file} are already deposited")]
+    SharesAlreadyDeposited {
+        /// The file.
+        file: FileId,
+    },
+    /// The file's shares have not been deposited yet.
+    #[error("shares of file {file} are not deposited yet")]
+    SharesNotDeposited {
+        /// The file.
+        file: FileId,
+    },
+    /// The sender holds no share of the file.
+    #[error("sender holds no share of file {file}")]
+    NotHolder {
+        /// The file.
+        file: FileId,
+    },
+    /// The sender already complained about this file's share.
+    #[error("sender already complained about file {file}")]
+    AlreadyComplained {
+        /// The file.
+        file: FileId,
+    },
+    /// The sender's role may not file access requests.
+    #[error("role {role:?} may not request access")]
+    RoleNotAllowed {
+        /// The sender's role.
+        role: Role,
+    },
+    /// No access request with this id.
+    #[error("access request {request} is unknown")]
+    UnknownRequest {
+        /// The request id.
+        request: RequestId,
+    },
+    /// The sender already released or denied for this request.
+    #[error("sender already answered request {request}")]
+    AlreadyAnswered {
+        /// The request id.
+        request: RequestId,
+    },
+    /// The free-text reason exceeds the policy limit.
+    #[error("reason is {size_bytes} bytes, limit {limit_bytes}")]
+    ReasonTooLong {
+        /// Its size.
+        size_bytes: u32,
+        /// The limit.
+        limit_bytes: u32,
+    },
+}
+
+/// A registered file.
+#[derive(Clone, Debug, PartialEq, Eq, serde::Serialize, serde::Deserialize)]
+pub struct FileRecord {
+    /// Who registered it.
+    pub owner: MemberId,
+    /// The master table.
+    pub table: MasterTable,
+    /// Height of the block that registered it.
+    pub height: u64,
+    /// Sealed shares in holder order, once deposited.
+    pub deposits: Option<Vec<SealedShare>>,
+    /// Holders that said their share does not verify, with their reasons.
+    pub complaints: BTreeMap<MemberId, String>,
+}
+
+impl FileRecord {
+    /// Whether any holder complained about its share.
+    pub fn disputed(&self) -> bool {
+        !self.complaints.is_empty()
+    }
+
+    /// 1-based share index of `holder`, if it holds one.
+    pub fn share_index(&self, holder: &MemberId) -> Option<u32> {
+        let position = self.table.holders.iter().position(|h| h == holder)?;
+        u32::try_from(position + 1).ok()
+    }
+}
+
+/// A holder's answer to an access request.
+#[derive(Clone, Debug, PartialEq, Eq, serde::Serialize, serde::Deserialize)]
+pub enum Answer {
+    /// The share, sealed to the requester.
+    Released(SealedShare),
+    /// A refusal with its reason.
+    Denied(String),
+}
+
+/// An access request and its answers so far.
+#[derive(Clone, Debug, PartialEq, Eq, serde::Serialize, serde::Deserialize)]
+pub struct AccessRecord {
+    /// The file asked for.
+    pub file: FileId,
+    /// Who asked.
+    pub requester: MemberId,
+    /// Why.
+    pub reason: String,
+    /// Height of the block that recorded it.
+    pub height: u64,
+    /// Answers by holder.
+    pub answers: BTreeMap<MemberId, Answer>,
+}
+
+impl AccessRecord {
+    /// The released shares, in holder order of the file.
+    pub fn released(&self) -> impl Iterator<Item = (&MemberId, &SealedShare)> {
+        self.answers
+            .iter()
+            .filter_map(|(holder, answer)| match answer {
+                Answer::Released(share) => Some((holder, share)),
+                Answer::Denied(_) => None,
+            })
+    }
+}
+
+/// Where a committed transaction landed.
+#[derive(Clone, Debug, PartialEq, Eq, serde::Serialize, serde::Deserialize)]
+pub struct TxStatus {
+    /// Block height.
+    pub height: u64,
+    /// Position in the block.
+    pub position: u32,
+    /// Outcome.
+    pub result: TxResult,
+}
+
+/// The contract state every replica holds; serialized whole into Raft snapshots.
+#[derive(Clone, Debug, Default, PartialEq, Eq, serde::Serialize, serde::Deserialize)]
+pub(crate) struct ContractState {
+    pub(crate) height: u64,
+    pub(crate) head: Option<BlockHash>,
+    pub(crate) nonces: BTreeMap<MemberId, u64>,
+    pub(crate) files: BTreeMap<FileId, FileRecord>,
+    pub(crate) requests: BTreeMap<RequestId, AccessRecord>,
+}
+
+/// The ledger state: genesis facts plus the contract state built from every block.
+#[derive(Clone, Debug)]
+pub struct State {
+    genesis: Genesis,
+    keys: BTreeMap<MemberId, VerifyingKey>,
+    contract: ContractState,
+}
+
+impl PartialEq for State {
+    fn eq(&self, other: &Self) -> bool {
+        self.genesis == other.genesis && self.contract == other.contract
+    }
+}
+
+impl State {
+    /// The state before the first block. The genesis must be valid.
+    pub fn new(genesis: Genesis) -> Self {
+        Self::from_contract(genesis, ContractState::default())
+    }
+
+    pub(crate) fn from_contract(genesis: Genesis, contract: ContractState) -> Self {
+        let keys = genesis
+            .members
+            .iter()
+            .filter_map(|m| Some((m.id, m.id.verifying_key()?)))
+            .collect();
+        Self {
+            genesis,
+            keys,
+            contract,
+        }
+    }
+
+    pub(crate) fn contract(&self) -> &ContractState {
+        &self.contract
+    }
+
+    /// The genesis this chain started from.
+    pub fn genesis(&self) -> &Genesis {
+        &self.genesis
+    }
+
+    /// Height of the last applied block (0 before the first).
+    pub fn height(&self) -> u64 {
+        self.contract.height
+    }
+
+    /// Hash of the last applied block, or [`GENESIS_PREV_HASH`].
+    pub fn head(&self) -> BlockHash {
+        self.contract.head.unwrap_or(GENESIS_PREV_HASH)
+    }
+
+    /// A registered file.
+    pub fn file(&self, id: &FileId) -> Option<&FileRecord> {
+        self.contract.files.get(id)
+    }
+
+    /// Every registered file id, ascending.
+    pub fn files(&self) -> impl Iterator<Item = &FileId> {
+        self.contract.files.keys()
+    }
+
+    /// An access request and its answers.
+    pub fn request(&self, id: &RequestId) -> Option<&AccessRecord> {
+        self.contract.requests.get(id)
+    }
+
+    /// Every access request, ascending by id.
+    pub fn requests(&self) -> impl Iterator<Item = (&RequestId, &AccessRecord)> {
+        self.contract.requests.iter()
+    }
+
+    /// The last nonce `member` used (0 if none).
+    pub fn nonce(&self, member: &MemberId) -> u64 {
+        self.contract.nonces.get(member).copied().unwrap_or(0)
+    }
+
+    /// Checks what can be checked before ordering: membership, signature, nonce, and the body
+    /// against the current state. A transaction that passes may still be rejected in its block
+    /// (another transaction may get there first).
+    pub fn precheck(&self, tx: &Transaction, signature_ok: bool) -> Result<(), Rejection> {
+        let mut scratch = ContractState {
+            nonces: BTreeMap::new(),
+            ..ContractState::default()
+        };
+        let member = self.check_sender(tx, signature_ok)?;
+        check_body_dry_run(self, &mut scratch, member, tx)
+    }
+
+    /// Applies the transactions of one block; `signature_ok[i]` is the verdict on `txs[i]`.
+    /// Returns one result per transaction and makes the block, chaining it to the head.
+    pub fn apply(
+        &mut self,
+        timestamp_ms: u64,
+        txs: Vec<Transaction>,
+        signature_ok: &[bool],
+    ) -> Block {
+        assert_eq!(txs.len(), signature_ok.len(), "one verdict per transaction");
+        let height = self.contract.height + 1;
+        let results = txs
+            .iter()
+            .zip(signature_ok)
+            .map(|(tx, ok)| match self.apply_one(height, tx, *ok) {
+                Ok(()) => TxResult::Applied,
+                Err(rejection) => TxResult::Rejected(rejection),
+            })
+            .collect();
+        let block = Block {
+            height,
+            prev_hash: self.head(),
+            timestamp_ms,
+            txs,
+            results,
+        };
+        self.contract.height = height;
+        self.contract.head = Some(block.hash());
+        block
+    }
+
+    fn check_sender(&self, tx: &Transaction, signature_ok: bool) -> Result<&Member, Rejection> {
+        let member = self
+            .genesis
+            .member(&tx.sender)
+            .ok_or(Rejection::UnknownSender { sender: tx.sender })?;
+        if !signature_ok {
+            return Err(Rejection::BadSignature);
+        }
+        let last = self.nonce(&tx.sender);
+        if tx.nonce <= last {
+            return Err(Rejection::StaleNonce {
+                nonce: tx.nonce,
+                last,
+            });
+        }
+        Ok(member)
+    }
+
+    fn apply_one(
+        &mut self,
+        height: u64,
+        tx: &Transaction,
+        signature_ok: bool,
+    ) -> Result<(), Rejection> {
+        let role = self.check_sender(tx, signature_ok)?.role;
+        self.contract.nonces.insert(tx.sender, tx.nonce);
+        let id = tx.id();
+        execute(&self.genesis, &mut self.contract, height, id, role, tx)
+    }
+}
+
+/// Runs the body checks against a throwaway copy of the parts the body touches.
+fn check_body_dry_run(
+    state: &State,
+    scratch: &mut ContractState,
+    member: &Member,
+    tx: &Transaction,
+) -> Result<(), Rejection> {
+    // Only the records the body reads are copied, so a precheck costs O(body), not O(state).
+    match &tx.body {
+        Body::RegisterFile(table) => {
+            if let Some(record) = state.file(&table.file_id) {
+                scratch.files.insert(table.file_id, record.clone());
+            }
+        }
+        Body::DepositShares { file, .. }
+        | Body::ShareComplaint { file, .. }
+        | Body::RequestAccess { file, .. } => {
+            if let Some(record) = state.file(file) {
+                scratch.files.insert(*file, record.clone());
+            }
+        }
+        Body::ReleaseShare { request, .. } | Body::DenyAccess { request, .. } => {
+            if let Some(record) = state.request(request) {
+                scratch.requests.insert(*request, record.clone());
+                if let Some(file) = state.file(&record.file) {
+                    scratch.files.insert(record.file, file.clone());
+                }
+            }
+        }
+    }
+    execute(
+        &state.genesis,
+        scratch,
+        state.height() + 1,
+        tx.id(),
+        member.role,
+        tx,
+    )
+}
+
+fn execute(
+    genesis: &Genesis,
+    contract: &mut ContractState,
+    height: u64,
+    id: TxId,
+    role: Role,
+    tx: &Transaction,
+) -> Result<(), Rejection> {
+    let limit_bytes = genesis.policy.reason_max_bytes;
+    let check_reason = |reason: &str| {
+        let size_bytes = u32::try_from(reason.len()).unwrap_or(u32::MAX);
+        if size_bytes > limit_bytes {
+            return Err(Rejection::ReasonTooLong {
+                size_bytes,
+                limit_bytes,
+            });
+        }
+        Ok(())
+    };
+    match &tx.body {
+        Body::RegisterFile(table) => register_file(genesis, contract, height, tx.sender, table),
+        Body::DepositShares { file, shares } => deposit_shares(contract, tx.sender, file, shares),
+        Body::ShareComplaint { file, reason } => {
+            check_reason(reason)?;
+            let record = file_mut(contract, file)?;
+            if record.share_index(&tx.sender).is_none() {
+                return Err(Rejection::NotHolder { file: *file });
+            }
+            if record.complaints.contains_key(&tx.sender) {
+                return Err(Rejection::AlreadyComplained { file: *file });
+            }
+            record.complaints.insert(tx.sender, reason.clone());
+            Ok(())
+        }
+        Body::RequestAccess { file, reason } => {
+            check_reason(reason)?;
+            if !genesis.policy.request_roles.contains(&role) {
+                return Err(Rejection::RoleNotAllowed { role });
+            }
+            if file_mut(contract, file)?.deposits.is_none() {
+                return Err(Rejection::SharesNotDeposited { file: *file });
+            }
+            let record = AccessRecord {
+                file: *file,
+                requester: tx.sender,
+                reason: reason.clone(),
+                height,
+                answers: BTreeMap::new(),
+            };
+            contract.requests.insert(id, record);
+            Ok(())
+        }
+        Body::ReleaseShare {
+            request,
+            sealed_to_requester,
+        } => {
+            check_sealed(0, sealed_to_requester)?;
+            let answer = Answer::Released(sealed_to_requester.clone());
+            answer_request(contract, tx.sender, request, answer)
+        }
+        Body::DenyAccess { request, reason } => {
+            check_reason(reason)?;
+            answer_request(contract, tx.sender, request, Answer::Denied(reason.clone()))
+        }
+    }
+}
+
+fn file_mut<'a>(
+    contract: &'a mut ContractState,
+    file: &FileId,
+) -> Result<&'a mut FileRecord, Rejection> {
+    contract
+        .files
+        .get_mut(file)
+        .ok_or(Rejection::UnknownFile { file: *file })
+}
+
+fn register_file(
+    genesis: &Genesis,
+    contract: &mut ContractState,
+    height: u64,
+    owner: MemberId,
+    table: &MasterTable,
+) -> Result<(), Rejection> {
+    if contract.files.contains_key(&table.file_id) {
+        return Err(Rejection::FileExists {
+            file: table.file_id,
+        });
+    }
+    validate_table(genesis, table).map_err(|reason| Rejection::InvalidMasterTable { reason })?;
+    let record = FileRecord {
+        owner,
+        table: table.clone(),
+        height,
+        deposits: None,
+        complaints: BTreeMap::new(),
+    };
+    contract.files.insert(table.file_id, record);
+    Ok(())
+}
+
+fn validate_table(genesis: &Genesis, table: &MasterTable) -> Result<(), String> {
+    let layout =
+        ChunkLayout::new(table.size_bytes, table.chunk_size_bytes).map_err(|e| e.to_string())?;
+    let chunk_count = layout.chunk_count() as usize;
+    if table.chunk_hashes.len() != chunk_count || table.chunk_owners.len() != chunk_count {
+        return Err(format!(
+            "{chunk_count} chunks need {chunk_count} hashes and owner lists, got {} and {}",
+            table.chunk_hashes.len(),
+            table.chunk_owners.len()
+        ));
+    }
+    let is_member = |id: &MemberId| genesis.member(id).is_some();
+    for (index, owners) in table.chunk_owners.iter().enumerate() {
+        if owners.is_empty() || !owners.iter().all(is_member) || !all_distinct(owners) {
+            return Err(format!("chunk {index} needs distinct member owners"));
+        }
+    }
+    let holders = &table.holders;
+    if holders.is_empty() || holders.len() > MAX_SHARE_COUNT as usize {
+        return Err(format!("holder count must be 1..={MAX_SHARE_COUNT}"));
+    }
+    if !holders.iter().all(is_member) || !all_distinct(holders) {
+        return Err("holders must be distinct members".into());
+    }
+    if table.threshold == 0 || table.threshold as usize > holders.len() {
+        return Err(format!("threshold must be 1..={}", holders.len()));
+    }
+    if table.commitments.threshold() != table.threshold {
+        return Err("commitment count differs from the threshold".into());
+    }
+    Ok(())
+}
+
+fn all_distinct(ids: &[MemberId]) -> bool {
+    let mut sorted = ids.to_vec();
+    sorted.sort_unstable();
+    sorted.windows(2).all(|pair| pair[0] != pair[1])
+}
+
+fn check_sealed(position: u32, sealed: &SealedShare) -> Result<(), Rejection> {
+    if sealed.ciphertext.len() != SEALED_SHARE_SIZE_BYTES {
+        return Err(Rejection::MalformedShare { position });
+    }
+    Ok(())
+}
+
+fn deposit_shares(
+    contract: &mut ContractState,
+    sender: MemberId,
+    file: &FileId,
+    shares: &[SealedShare],
+) -> Result<(), Rejection> {
+    let record = file_mut(contract, file)?;
+    if record.owner != sender {
+        return Err(Rejection::NotOwner { file: *file });
+    }
+    if record.deposits.is_some() {
+        return Err(Rejection::SharesAlreadyDeposited { file: *file });
+    }
+    let expected = record.table.holders.len();
+    if shares.len() != expected {
+        return Err(Rejection::ShareCount {
+            expected: expected as u32,
+            actual: u32::try_from(shares.len()).unwrap_or(u32::MAX),
+        });
+    }
+    for (position, sealed) in (0..).zip(shares) {
+        check_sealed(position, sealed)?;
+    }
+    record.deposits = Some(shares.to_vec());
+    Ok(())
+}
+
+fn answer_request(
+    contract: &mut ContractState,
+    sender: MemberId,
+    request: &RequestId,
+    answer: Answer,
+) -> Result<(), Rejection> {
+    let ContractState {
+        files, requests, ..
+    } = contract;
+    let access = requests
+        .get_mut(request)
+        .ok_or(Rejection::UnknownRequest { request: *request })?;
+    let file = files
+        .get(&access.file)
+        .ok_or(Rejection::UnknownFile { file: access.file })?;
+    if file.share_index(&sender).is_none() {
+        return Err(Rejection::NotHolder { file: access.file });
+    }
+    if access.answers.contains_key(&sender) {
+        return Err(Rejection::AlreadyAnswered { request: *request });
+    }
+    access.answers.insert(sender, answer);
+    Ok(())
+}
+
+/// Checks the signatures of `txs` for chain `chain_id`: one batch verification, and one by one
+/// only if the batch fails, to find the bad ones. Senders that are not members get `false`.
+pub fn verify_signatures(genesis_keys: &State, txs: &[&Transaction]) -> Vec<bool> {
+    let chain_id = genesis_keys.genesis.chain_id.as_str();
+    let known: Vec<(usize, VerifyingKey)> = txs
+        .iter()
+        .enumerate()
+        .filter_map(|(i, tx)| Some((i, *genesis_keys.keys.get(&tx.sender)?)))
+        .collect();
+    let messages: Vec<Vec<u8>> = known
+        .iter()
+        .map(|(i, _)| txs[*i].signing_bytes(chain_id))
+        .collect();
+    let message_refs: Vec<&[u8]> = messages.iter().map(Vec::as_slice).collect();
+    let signatures: Vec<_> = known.iter().map(|(i, _)| txs[*i].signature).collect();
+    let keys: Vec<VerifyingKey> = known.iter().map(|(_, key)| *key).collect();
+    let mut verdicts = vec![false; txs.len()];
+    if ed25519_dalek::verify_batch(&message_refs, &signatures, &keys).is_ok() {
+        for (i, _) in &known {
+            verdicts[*i] = true;
+        }
+        return verdicts;
+    }
+    for ((i, key), message) in known.iter().zip(&message_refs) {
+        verdicts[*i] = key.verify_strict(message, &txs[*i].signature).is_ok();
+    }
+    verdicts
+}

@@ -1,0 +1,623 @@
+//! The sans-IO replica: raft-rs's `RawNode` plus the contract state, driven by the caller.
+//!
+//! Inputs: [`Replica::tick`] (one Raft tick at the caller's `now`), [`Replica::handle_message`]
+//! (a message from a peer) and [`Replica::submit`] (a client transaction). Output:
+//! [`Replica::poll`] returns the messages to send and the blocks committed and applied. The
+//! replica persists to its [`RedbStore`] inside `poll`, before any message that depends on it
+//! leaves, following the `Ready` order in raft-rs's documentation.
+//!
+//! Batching: submitted transactions wait in a bounded pool. When the pool holds a full block or
+//! its oldest transaction has waited a block interval, the replica batch-verifies the signatures,
+//! drops what fails, and proposes the rest as one Raft entry (followers' proposals are forwarded
+//! to the leader by raft-rs). Proposed transactions that do not commit within a retry interval
+//! (a lost forward, a leader change) are proposed again; a duplicate that commits twice is
+//! rejected the second time by its nonce.
+//!
+//! Applying: every replica batch-verifies the signatures of each block it applies, except those it
+//! verified itself when proposing, and runs the contracts.
+
+use std::collections::{BTreeMap, VecDeque};
+
+use raft::eraftpb::{ConfState, Entry, EntryType, HardState, Message, Snapshot};
+use raft::{Config, RawNode, StateRole};
+use sha3::{Digest, Sha3_256};
+
+use crate::block::{Block, Proposal};
+use crate::contract::{ContractState, Rejection, State, verify_signatures};
+use crate::error::{Error, SubmitError};
+use crate::log_store::LogStore;
+use crate::member::Genesis;
+use crate::store::{HardStateRecord, Loaded, RedbStore, WriteBatch};
+use crate::tx::{Transaction, TxId};
+use crate::wire::{WireEntry, WireMessage, WireSnapshot};
+
+/// Tunables of one replica; [`ReplicaConfig::validate`] checks them.
+#[derive(Clone, Debug)]
+pub struct ReplicaConfig {
+    /// This replica's Raft id: its position in the genesis member list + 1.
+    pub id: u64,
+    /// Ticks without a heartbeat before a follower campaigns.
+    pub election_tick: usize,
+    /// Ticks between leader heartbeats.
+    pub heartbeat_tick: usize,
+    /// Most transactions in one block.
+    pub max_txs_per_block: usize,
+    /// Longest a transaction waits in the pool before a (partial) block is proposed.
+    pub block_interval_ms: u64,
+    /// Proposed transactions not committed after this long are proposed again.
+    pub retry_after_ms: u64,
+    /// Most transactions waiting (pool plus proposed-but-uncommitted).
+    pub max_pending_txs: usize,
+    /// Largest encoded transaction accepted.
+    pub max_tx_bytes: usize,
+    /// Applied entries between snapshots (which compact the log).
+    pub snapshot_interval_entries: u64,
+    /// Seeds the deterministic election timeouts.
+    pub seed: u64,
+}
+
+impl ReplicaConfig {
+    /// Defaults from DESIGN.md for replica `id`.
+    pub fn new(id: u64, seed: u64) -> Self {
+        Self {
+            id,
+            election_tick: 10,
+            heartbeat_tick: 2,
+            max_txs_per_block: 10_000,
+            block_interval_ms: 10,
+            retry_after_ms: 3_000,
+            max_pending_txs: 200_000,
+            max_tx_bytes: 256 * 1024,
+            snapshot_interval_entries: 1_000,
+            seed,
+        }
+    }
+
+    /// Checks every value against its bounds.
+    pub fn validate(&self, genesis: &Genesis) -> Result<(), Error> {
+        let invalid = |reason: &str| {
+            Err(Error::InvalidConfig {
+                reason: reason.to_string(),
+            })
+        };
+        if self.id == 0 || self.id > genesis.members.len() as u64 {
+            return invalid("id must name a genesis member (1-based)");
+        }
+        if self.heartbeat_tick == 0 || self.election_tick <= self.heartbeat_tick {
+            return invalid("need 0 < heartbeat_tick < election_tick");
+        }
+        if !(1..=100_000).contains(&self.max_txs_per_block) {
+            return invalid("max_txs_per_block must be 1..=100000");
+        }
+        if self.max_pending_txs < self.max_txs_per_block {
+            return invalid("max_pending_txs must hold at least one block");
+        }
+        if self.snapshot_interval_entries == 0 {
+            return invalid("snapshot_interval_entries must be positive");
+        }
+        Ok(())
+    }
+}
+
+/// What one [`Replica::poll`] produced.
+#[derive(Debug, Default)]
+pub struct Effects {
+    /// Messages to deliver to the replicas they name (`WireMessage::recipient`).
+    pub messages: Vec<WireMessage>,
+    /// Blocks committed and applied here, in height order.
+    pub committed: Vec<Committed>,
+    /// Submitted transactions dropped before proposal, and why.
+    pub refused: Vec<(TxId, SubmitError)>,
+}
+
+/// A block this replica committed and applied: every transaction in it is acknowledged.
+#[derive(Debug, Clone)]
+pub struct Committed {
+    /// The block, with one result per transaction.
+    pub block: Block,
+}
+
+/// What a snapshot carries: the whole contract state at its index.
+#[derive(serde::Serialize, serde::Deserialize)]
+struct Checkpoint {
+    contract: ContractState,
+}
+
+/// One ledger replica. See the module documentation.
+pub struct Replica {
+    config: ReplicaConfig,
+    node: RawNode<LogStore>,
+    log: LogStore,
+    store: RedbStore,
+    state: State,
+    now_ms: u64,
+    /// Submitted, not yet proposed.
+    pool: VecDeque<(TxId, Transaction)>,
+    oldest_pooled_ms: Option<u64>,
+    /// Proposed, not yet seen in a block: when, and the transaction for a retry.
+    proposed: BTreeMap<TxId, (u64, Transaction)>,
+    /// Signature verdicts this replica computed when proposing, reused when applying.
+    verdicts: BTreeMap<TxId, bool>,
+    applied_index: u64,
+    snapshot_index: u64,
+    pending_effects: Effects,
+}
+
+impl Replica {
+    /// Opens a replica on `store`, restoring whatever it holds, or starting from genesis.
+    pub fn open(genesis: Genesis, config: ReplicaConfig, store: RedbStore) -> Result<Self, Error> {
+        genesis.validate()?;
+        config.validate(&genesis)?;
+        let loaded = store.load()?;
+        let log = LogStore::default();
+        let (state, snapshot_index) =
+            restore_log(&log, &genesis, loaded.snapshot.as_ref(), &loaded)?;
+        let applied_index = loaded.applied.max(snapshot_index);
+        let raft_config = raft_config(&config, &genesis, applied_index);
+        let logger = slog::Logger::root(slog::Discard, slog::o!());
+        let node = RawNode::new(&raft_config, log.clone(), &logger)?;
+        let mut replica = Self {
+            config,
+            node,
+            log,
+            store,
+            state,
+            now_ms: 0,
+            pool: VecDeque::new(),
+            oldest_pooled_ms: None,
+            proposed: BTreeMap::new(),
+            verdicts: BTreeMap::new(),
+            applied_index: snapshot_index,
+            snapshot_index,
+            pending_effects: Effects::default(),
+        };
+        replica.replay_stored_blocks(applied_index)?;
+        Ok(replica)
+    }
+
+    /// The contract state after the last applied block.
+    pub fn state(&self) -> &State {
+        &self.state
+    }
+
+    /// The durable store (blocks, transaction index).
+    pub fn store(&self) -> &RedbStore {
+        &self.store
+    }
+
+    /// This replica's Raft id.
+    pub fn id(&self) -> u64 {
+        self.config.id
+    }
+
+    /// The leader this replica knows of, if any.
+    pub fn leader(&self) -> Option<u64> {
+        let leader = self.node.raft.leader_id;
+        (leader != 0).then_some(leader)
+    }
+
+    /// Whether this replica leads.
+    pub fn is_leader(&self) -> bool {
+        self.node.raft.state == StateRole::Leader
+    }
+
+    /// Raft index of the last applied entry.
+    pub fn applied_index(&self) -> u64 {
+        self.applied_index
+    }
+
+    /// Transactions waiting for a block (pooled plus proposed).
+    pub fn pending_len(&self) -> usize {
+        self.pool.len() + self.proposed.len()
+    }
+
+    /// Advances Raft by one tick at time `now_ms`, and proposes a block if one is due.
+    pub fn tick(&mut self, now_ms: u64) {
+        self.now_ms = self.now_ms.max(now_ms);
+        self.node.tick();
+        self.requeue_stale();
+        self.propose_due(false);
+    }
+
+    /// Feeds a message from a peer. A malformed or misaddressed message is refused with an error
+    /// and changes nothing.
+    pub fn handle_message(&mut self, wire: WireMessage) -> Result<(), Error> {
+        if wire.recipient() != self.config.id {
+            return Err(Error::BadMessage {
+                reason: format!(
+                    "addressed to {}, this is {}",
+                    wire.recipient(),
+                    self.config.id
+                ),
+            });
+        }
+        if wire.sender() == 0 || wire.sender() > self.state.genesis().members.len() as u64 {
+            return Err(Error::BadMessage {
+                reason: format!("sender {} is not a member", wire.sender()),
+            });
+        }
+        let message = Message::try_from(wire)?;
+        self.node.step(message)?;
+        Ok(())
+    }
+
+    /// Accepts a transaction for ordering. Cheap checks run now (size, membership, nonce, body
+    /// against the current state); the signature is checked in a batch when the block is
+    /// proposed. Returns the id under which the block will acknowledge it.
+    pub fn submit(&mut self, tx: Transaction) -> Result<TxId, SubmitError> {
+        let size_bytes = tx.encode().len();
+        if size_bytes > self.config.max_tx_bytes {
+            return Err(SubmitError::TooLarge {
+                size_bytes,
+                limit_bytes: self.config.max_tx_bytes,
+            });
+        }
+        if self.pending_len() >= self.config.max_pending_txs {
+            return Err(SubmitError::PoolFull {
+                limit: self.config.max_pending_txs,
+            });
+        }
+        self.state
+            .precheck(&tx, true)
+            .map_err(SubmitError::Rejected)?;
+        let id = tx.id();
+        self.pool.push_back((id, tx));
+        self.oldest_pooled_ms.get_or_insert(self.now_ms);
+        self.propose_due(false);
+        Ok(id)
+    }
+
+    /// Proposes whatever is pooled now, without waiting for the block interval.
+    pub fn flush(&mut self) {
+        self.propose_due(true);
+    }
+
+    /// Handles everything raft-rs has ready: persists, applies, and returns what to send and what
+    /// committed.
+    pub fn poll(&mut self) -> Result<Effects, Error> {
+        // Each round consumes one Ready; raft-rs produces a bounded number per input.
+        for _ in 0..64 {
+            if !self.node.has_ready() {
+                break;
+            }
+            self.handle_ready()?;
+        }
+        self.maybe_snapshot()?;
+        Ok(std::mem::take(&mut self.pending_effects))
+    }
+
+    fn handle_ready(&mut self) -> Result<(), Error> {
+        let mut ready = self.node.ready();
+        let mut messages: Vec<WireMessage> = ready
+            .take_messages()
+            .into_iter()
+            .map(WireMessage::from)
+            .collect();
+        let mut batch = WriteBatch {
+            sync: ready.must_sync(),
+            ..WriteBatch::default()
+        };
+        if !ready.snapshot().is_empty() {
+            self.install_snapshot(ready.snapshot().clone(), &mut batch)?;
+        }
+        self.apply_entries(ready.take_committed_entries(), &mut batch)?;
+        if !ready.entries().is_empty() {
+            self.log.write().append(ready.entries());
+            batch.entries = ready
+                .entries()
+                .iter()
+                .cloned()
+                .map(WireEntry::from)
+                .collect();
+        }
+        if let Some(hard_state) = ready.hs() {
+            self.log.write().set_hard_state(hard_state.clone());
+            batch.hard_state = Some(record(hard_state));
+        }
+        self.store.commit(&batch)?;
+        messages.extend(
+            ready
+                .take_persisted_messages()
+                .into_iter()
+                .map(WireMessage::from),
+        );
+
+        let mut light = self.node.advance(ready);
+        let mut batch = WriteBatch::default();
+        if let Some(commit) = light.commit_index() {
+            let mut log = self.log.write();
+            let mut hard_state = self.node.raft.hard_state();
+            hard_state.commit = commit;
+            log.set_hard_state(hard_state.clone());
+            batch.hard_state = Some(record(&hard_state));
+        }
+        messages.extend(light.take_messages().into_iter().map(WireMessage::from));
+        self.apply_entries(light.take_committed_entries(), &mut batch)?;
+        self.store.commit(&batch)?;
+        self.node.advance_apply();
+        self.pending_effects.messages.extend(messages);
+        Ok(())
+    }
+
+    fn apply_entries(&mut self, entries: Vec<Entry>, batch: &mut WriteBatch) -> Result<(), Error> {
+        for entry in entries {
+            self.applied_index = entry.index;
+            batch.applied = Some(entry.index);
+            match entry.get_entry_type() {
+                EntryType::EntryNormal if !entry.data.is_empty() => {
+                    if let Some(block) = self.apply_block_entry(&entry.data) {
+                        batch.blocks.push(block.clone());
+                        self.pending_effects.committed.push(Committed { block });
+                    }
+                }
+                EntryType::EntryNormal => {}
+                EntryType::EntryConfChange | EntryType::EntryConfChangeV2 => {
+                    // Membership is fixed by the genesis; no replica proposes conf changes, and
+                    // one in the log would mean a foreign or corrupt leader. Ignore it on every
+                    // replica alike.
+                }
+            }
+        }
+        Ok(())
+    }
+
+    /// Turns one committed entry into a block. An entry that does not decode (only a faulty
+    /// leader could commit one) is skipped identically on every replica.
+    fn apply_block_entry(&mut self, data: &[u8]) -> Option<Block> {
+        let proposal: Proposal = postcard::from_bytes(data).ok()?;
+        let ids: Vec<TxId> = proposal.txs.iter().map(Transaction::id).collect();
+        let unknown: Vec<&Transaction> = proposal
+            .txs
+            .iter()
+            .zip(&ids)
+            .filter(|(_, id)| !self.verdicts.contains_key(id))
+            .map(|(tx, _)| tx)
+            .collect();
+        let mut fresh = verify_signatures(&self.state, &unknown).into_iter();
+        let verdicts: Vec<bool> = ids
+            .iter()
+            .map(|id| match self.verdicts.remove(id) {
+                Some(verdict) => verdict,
+                None => fresh.next().unwrap_or(false),
+            })
+            .collect();
+        for id in &ids {
+            self.proposed.remove(id);
+        }
+        Some(
+            self.state
+                .apply(proposal.timestamp_ms, proposal.txs, &verdicts),
+        )
+    }
+
+    fn propose_due(&mut self, force: bool) {
+        let Some(oldest) = self.oldest_pooled_ms else {
+            return;
+        };
+        let full = self.pool.len() >= self.config.max_txs_per_block;
+        let waited = self.now_ms.saturating_sub(oldest) >= self.config.block_interval_ms;
+        // Without a known leader a proposal would be dropped; keep pooling until one appears.
+        if !(full || waited || force) || self.leader().is_none() {
+            return;
+        }
+        while !self.pool.is_empty() {
+            let take = self.pool.len().min(self.config.max_txs_per_block);
+            let batch: Vec<(TxId, Transaction)> = self.pool.drain(..take).collect();
+            if !self.propose_batch(batch) {
+                break;
+            }
+            if self.pool.len() < self.config.max_txs_per_block && !force {
+                break;
+            }
+        }
+        self.oldest_pooled_ms = (!self.pool.is_empty()).then_some(self.now_ms);
+    }
+
+    /// Verifies and proposes one batch; on a refused proposal puts the batch back and returns
+    /// false.
+    fn propose_batch(&mut self, batch: Vec<(TxId, Transaction)>) -> bool {
+        let txs: Vec<&Transaction> = batch.iter().map(|(_, tx)| tx).collect();
+        let verdicts = verify_signatures(&self.state, &txs);
+        let mut admitted = Vec::with_capacity(batch.len());
+        for ((id, tx), ok) in batch.into_iter().zip(verdicts) {
+            if ok {
+                admitted.push((id, tx));
+            } else {
+                let error = SubmitError::Rejected(Rejection::BadSignature);
+                self.pending_effects.refused.push((id, error));
+            }
+        }
+        if admitted.is_empty() {
+            return true;
+        }
+        let proposal = Proposal {
+            timestamp_ms: self.now_ms,
+            txs: admitted.iter().map(|(_, tx)| tx.clone()).collect(),
+        };
+        let data = postcard::to_allocvec(&proposal).unwrap_or_default();
+        if self.node.propose(vec![], data).is_err() {
+            for entry in admitted.into_iter().rev() {
+                self.pool.push_front(entry);
+            }
+            return false;
+        }
+        for (id, tx) in admitted {
+            self.verdicts.insert(id, true);
+            self.proposed.insert(id, (self.now_ms, tx));
+        }
+        true
+    }
+
+    /// Puts proposals that did not commit in time back into the pool.
+    fn requeue_stale(&mut self) {
+        let deadline = self.now_ms.saturating_sub(self.config.retry_after_ms);
+        let stale: Vec<TxId> = self
+            .proposed
+            .iter()
+            .filter(|(_, (at, _))| *at <= deadline && self.now_ms >= self.config.retry_after_ms)
+            .map(|(id, _)| *id)
+            .collect();
+        for id in stale {
+            if let Some((_, tx)) = self.proposed.remove(&id) {
+                self.verdicts.remove(&id);
+                self.pool.push_back((id, tx));
+                self.oldest_pooled_ms.get_or_insert(self.now_ms);
+            }
+        }
+    }
+
+    fn install_snapshot(
+        &mut self,
+        snapshot: Snapshot,
+        batch: &mut WriteBatch,
+    ) -> Result<(), Error> {
+        let checkpoint: Checkpoint =
+            postcard::from_bytes(&snapshot.data).map_err(|e| Error::BadMessage {
+                reason: format!("snapshot does not decode: {e}"),
+            })?;
+        let index = snapshot.get_metadata().index;
+        self.state = State::from_contract(self.state.genesis().clone(), checkpoint.contract);
+        self.log.write().install_snapshot(snapshot.clone());
+        self.applied_index = index;
+        self.snapshot_index = index;
+        batch.snapshot = Some(WireSnapshot::from(snapshot));
+        batch.applied = Some(index);
+        batch.sync = true;
+        Ok(())
+    }
+
+    /// Takes a snapshot of the contract state and compacts the log when enough entries applied.
+    fn maybe_snapshot(&mut self) -> Result<(), Error> {
+        if self.applied_index < self.snapshot_index + self.config.snapshot_interval_entries {
+            return Ok(());
+        }
+        let index = self.applied_index;
+        let checkpoint = Checkpoint {
+            contract: self.state.contract().clone(),
+        };
+        let mut snapshot = Snapshot::default();
+        snapshot.data = postcard::to_allocvec(&checkpoint)
+            .unwrap_or_default()
+            .into();
+        {
+            let log = self.log.read();
+            let metadata = snapshot.mut_metadata();
+            metadata.index = index;
+            metadata.term = log.term_of(index).unwrap_or(0);
+            metadata.set_conf_state(log.conf_state().clone());
+        }
+        self.log.write().compact_to_snapshot(snapshot.clone());
+        self.snapshot_index = index;
+        self.store.commit(&WriteBatch {
+            snapshot: Some(WireSnapshot::from(snapshot)),
+            sync: true,
+            ..WriteBatch::default()
+        })?;
+        Ok(())
+    }
+
+    /// After a restart: re-applies the blocks stored after the snapshot, up to `applied`, so the
+    /// state matches what this replica acknowledged before it stopped.
+    fn replay_stored_blocks(&mut self, applied: u64) -> Result<(), Error> {
+        let first = self.snapshot_index + 1;
+        let last = applied.min(raft::Storage::last_index(&self.log)?);
+        if last < first {
+            return Ok(());
+        }
+        let context = raft::GetEntriesContext::empty(false);
+        let entries = raft::Storage::entries(&self.log, first, last + 1, None, context)?;
+        for entry in entries {
+            if entry.get_entry_type() == EntryType::EntryNormal && !entry.data.is_empty() {
+                self.apply_block_entry(&entry.data);
+            }
+            self.applied_index = entry.index;
+        }
+        Ok(())
+    }
+}
+
+fn record(hard_state: &HardState) -> HardStateRecord {
+    HardStateRecord {
+        term: hard_state.term,
+        vote: hard_state.vote,
+        commit: hard_state.commit,
+    }
+}
+
+/// Rebuilds the in-memory log from what the store loaded; returns the state at the snapshot (or
+/// genesis) and the snapshot's index.
+fn restore_log(
+    log: &LogStore,
+    genesis: &Genesis,
+    snapshot: Option<&WireSnapshot>,
+    loaded: &Loaded,
+) -> Result<(State, u64), Error> {
+    let mut core = log.write();
+    let (voters, learners) = genesis.raft_membership();
+    let mut conf = ConfState::default();
+    conf.voters = voters;
+    conf.learners = learners;
+    core.set_conf_state(conf);
+    let mut state = State::new(genesis.clone());
+    let mut snapshot_index = 0;
+    if let Some(wire) = snapshot {
+        let checkpoint: Checkpoint =
+            postcard::from_bytes(&wire.data).map_err(|e| crate::error::StoreError::Corrupt {
+                table: "meta",
+                reason: e.to_string(),
+            })?;
+        state = State::from_contract(genesis.clone(), checkpoint.contract);
+        snapshot_index = wire.index;
+        core.install_snapshot(Snapshot::from(wire.clone()));
+    }
+    let entries = loaded
+        .entries
+        .iter()
+        .filter(|entry| entry.index > snapshot_index)
+        .cloned()
+        .map(Entry::try_from)
+        .collect::<Result<Vec<_>, _>>()?;
+    core.append(&entries);
+    if let Some(conf_state) = &loaded.conf_state {
+        core.set_conf_state(conf_state.clone().into());
+    }
+    let mut hard_state = HardState::default();
+    hard_state.term = loaded.hard_state.term;
+    hard_state.vote = loaded.hard_state.vote;
+    hard_state.commit = loaded.hard_state.commit.max(snapshot_index);
+    core.set_hard_state(hard_state);
+    Ok((state, snapshot_index))
+}
+
+/// The raft-rs config: deterministic election timeouts from the seed (raft-rs draws them from
+/// `thread_rng` otherwise). Each voter gets a distinct timeout, `election_tick + rank`, where the
+/// rank orders the voters by a seeded hash, and a range of one value so the draw cannot vary.
+fn raft_config(config: &ReplicaConfig, genesis: &Genesis, applied: u64) -> Config {
+    let (voters, _) = genesis.raft_membership();
+    let weight = |id: u64| -> [u8; 32] {
+        Sha3_256::new()
+            .chain_update(b"blocktorrent/v1/election")
+            .chain_update(config.seed.to_be_bytes())
+            .chain_update(id.to_be_bytes())
+            .finalize()
+            .into()
+    };
+    let mut ranked = voters.clone();
+    ranked.sort_by_key(|id| weight(*id));
+    let rank = ranked.iter().position(|id| *id == config.id).unwrap_or(0);
+    let min_election_tick = config.election_tick + rank * 2;
+    Config {
+        id: config.id,
+        election_tick: config.election_tick,
+        heartbeat_tick: config.heartbeat_tick,
+        min_election_tick,
+        max_election_tick: min_election_tick + 1,
+        applied,
+        max_size_per_msg: 8 * 1024 * 1024,
+        max_inflight_msgs: 256,
+        check_quorum: true,
+        pre_vote: true,
+        batch_append: true,
+        ..Config::default()
+    }
+}

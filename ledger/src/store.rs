@@ -1,0 +1,231 @@
+//! Durable storage on redb: the Raft log, hard state, conf state, latest snapshot, blocks and the
+//! transaction index. One redb write transaction per batch, so a crash leaves either all of a
+//! `Ready`'s changes or none.
+//!
+//! Tables: `raft_log` (index → entry), `meta` (name → record), `blocks` (height → block),
+//! `tx_index` (tx id → (height, position)). Records are postcard.
+
+use std::path::Path;
+
+use redb::{
+    Database, Durability, ReadableDatabase, ReadableTable, StorageBackend, TableDefinition,
+};
+
+use crate::block::Block;
+use crate::contract::TxStatus;
+use crate::error::StoreError;
+use crate::tx::TxId;
+use crate::wire::{WireConfState, WireEntry, WireSnapshot};
+
+const LOG: TableDefinition<u64, &[u8]> = TableDefinition::new("raft_log");
+const META: TableDefinition<&str, &[u8]> = TableDefinition::new("meta");
+const BLOCKS: TableDefinition<u64, &[u8]> = TableDefinition::new("blocks");
+const TX_INDEX: TableDefinition<&[u8; 32], (u64, u32)> = TableDefinition::new("tx_index");
+
+const HARD_STATE: &str = "hard_state";
+const CONF_STATE: &str = "conf_state";
+const SNAPSHOT: &str = "snapshot";
+const APPLIED: &str = "applied";
+
+/// Raft's hard state: current term, vote, commit index.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq, serde::Serialize, serde::Deserialize)]
+pub(crate) struct HardStateRecord {
+    pub(crate) term: u64,
+    pub(crate) vote: u64,
+    pub(crate) commit: u64,
+}
+
+/// Changes from one `Ready`, written atomically.
+#[derive(Default)]
+pub(crate) struct WriteBatch {
+    pub(crate) snapshot: Option<WireSnapshot>,
+    pub(crate) entries: Vec<WireEntry>,
+    pub(crate) hard_state: Option<HardStateRecord>,
+    pub(crate) conf_state: Option<WireConfState>,
+    pub(crate) blocks: Vec<Block>,
+    pub(crate) applied: Option<u64>,
+    /// fsync before returning (Raft needs it when term, vote or entries change).
+    pub(crate) sync: bool,
+}
+
+impl WriteBatch {
+    fn is_empty(&self) -> bool {
+        self.snapshot.is_none()
+            && self.entries.is_empty()
+            && self.hard_state.is_none()
+            && self.conf_state.is_none()
+            && self.blocks.is_empty()
+            && self.applied.is_none()
+    }
+}
+
+/// Everything a replica needs to restart.
+#[derive(Default)]
+pub(crate) struct Loaded {
+    pub(crate) hard_state: HardStateRecord,
+    pub(crate) conf_state: Option<WireConfState>,
+    pub(crate) snapshot: Option<WireSnapshot>,
+    pub(crate) entries: Vec<WireEntry>,
+    pub(crate) applied: u64,
+}
+
+/// The ledger's redb database.
+pub struct RedbStore {
+    db: Database,
+}
+
+impl RedbStore {
+    /// Opens (or creates) the database file at `path`.
+    pub fn open_file(path: &Path) -> Result<Self, StoreError> {
+        Self::init(Database::create(path)?)
+    }
+
+    /// Opens a database on any redb backend (in-memory, fault-injecting, ...).
+    pub fn open_backend(backend: impl StorageBackend) -> Result<Self, StoreError> {
+        Self::init(Database::builder().create_with_backend(backend)?)
+    }
+
+    fn init(db: Database) -> Result<Self, StoreError> {
+        let txn = db.begin_write()?;
+        txn.open_table(LOG)?;
+        txn.open_table(META)?;
+        txn.open_table(BLOCKS)?;
+        txn.open_table(TX_INDEX)?;
+        txn.commit()?;
+        Ok(Self { db })
+    }
+
+    pub(crate) fn load(&self) -> Result<Loaded, StoreError> {
+        let txn = self.db.begin_read()?;
+        let meta = txn.open_table(META)?;
+        let read_meta = |name: &'static str| -> Result<Option<Vec<u8>>, StoreError> {
+            Ok(meta.get(name)?.map(|value| value.value().to_vec()))
+        };
+        let mut loaded = Loaded::default();
+        if let Some(bytes) = read_meta(HARD_STATE)? {
+            loaded.hard_state = decode("meta", &bytes)?;
+        }
+        if let Some(bytes) = read_meta(CONF_STATE)? {
+            loaded.conf_state = Some(decode("meta", &bytes)?);
+        }
+        if let Some(bytes) = read_meta(SNAPSHOT)? {
+            loaded.snapshot = Some(decode("meta", &bytes)?);
+        }
+        if let Some(bytes) = read_meta(APPLIED)? {
+            loaded.applied = decode("meta", &bytes)?;
+        }
+        for item in txn.open_table(LOG)?.iter()? {
+            let (_, value) = item?;
+            loaded.entries.push(decode("raft_log", value.value())?);
+        }
+        Ok(loaded)
+    }
+
+    pub(crate) fn commit(&self, batch: &WriteBatch) -> Result<(), StoreError> {
+        if batch.is_empty() {
+            return Ok(());
+        }
+        let mut txn = self.db.begin_write()?;
+        if !batch.sync {
+            txn.set_durability(Durability::None)?;
+        }
+        {
+            let mut log = txn.open_table(LOG)?;
+            let mut meta = txn.open_table(META)?;
+            if let Some(snapshot) = &batch.snapshot {
+                log.retain_in(..=snapshot.index, |_, _| false)?;
+                meta.insert(SNAPSHOT, encode(snapshot).as_slice())?;
+            }
+            if let Some(first) = batch.entries.first() {
+                log.retain_in(first.index.., |_, _| false)?;
+                for entry in &batch.entries {
+                    log.insert(entry.index, encode(entry).as_slice())?;
+                }
+            }
+            if let Some(hard_state) = &batch.hard_state {
+                meta.insert(HARD_STATE, encode(hard_state).as_slice())?;
+            }
+            if let Some(conf_state) = &batch.conf_state {
+                meta.insert(CONF_STATE, encode(conf_state).as_slice())?;
+            }
+            if let Some(applied) = &batch.applied {
+                meta.insert(APPLIED, encode(applied).as_slice())?;
+            }
+            let mut blocks = txn.open_table(BLOCKS)?;
+            let mut index = txn.open_table(TX_INDEX)?;
+            for block in &batch.blocks {
+                blocks.insert(block.height, block.encode().as_slice())?;
+                for (position, tx) in (0u32..).zip(&block.txs) {
+                    index.insert(tx.id().as_bytes(), (block.height, position))?;
+                }
+            }
+        }
+        txn.commit()?;
+        Ok(())
+    }
+
+    /// The block at `height`, if this replica has it (a replica that joined through a snapshot
+    /// lacks the blocks before it).
+    pub fn block(&self, height: u64) -> Result<Option<Block>, StoreError> {
+        let txn = self.db.begin_read()?;
+        let blocks = txn.open_table(BLOCKS)?;
+        let Some(value) = blocks.get(height)? else {
+            return Ok(None);
+        };
+        decode("blocks", value.value()).map(Some)
+    }
+
+    /// Blocks with height in `from..`, ascending, at most `limit` of them.
+    pub fn blocks_from(&self, from: u64, limit: usize) -> Result<Vec<Block>, StoreError> {
+        let txn = self.db.begin_read()?;
+        let blocks = txn.open_table(BLOCKS)?;
+        let mut out = Vec::new();
+        for item in blocks.range(from..)?.take(limit) {
+            let (_, value) = item?;
+            out.push(decode("blocks", value.value())?);
+        }
+        Ok(out)
+    }
+
+    /// Where a committed transaction landed, and its result.
+    pub fn tx_status(&self, id: &TxId) -> Result<Option<TxStatus>, StoreError> {
+        let (height, position) = {
+            let txn = self.db.begin_read()?;
+            let index = txn.open_table(TX_INDEX)?;
+            let Some(value) = index.get(id.as_bytes())? else {
+                return Ok(None);
+            };
+            value.value()
+        };
+        let Some(block) = self.block(height)? else {
+            return Ok(None);
+        };
+        let result = block
+            .results
+            .get(position as usize)
+            .cloned()
+            .ok_or_else(|| StoreError::Corrupt {
+                table: "tx_index",
+                reason: format!("position {position} beyond block {height}"),
+            })?;
+        Ok(Some(TxStatus {
+            height,
+            position,
+            result,
+        }))
+    }
+}
+
+fn encode<T: serde::Serialize>(value: &T) -> Vec<u8> {
+    postcard::to_allocvec(value).unwrap_or_default()
+}
+
+fn decode<T: serde::de::DeserializeOwned>(
+    table: &'static str,
+    bytes: &[u8],
+) -> Result<T, StoreError> {
+    postcard::from_bytes(bytes).map_err(|e| StoreError::Corrupt {
+        table,
+        reason: e.to_string(),
+    })
+}

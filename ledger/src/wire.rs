@@ -1,0 +1,223 @@
+//! Raft messages on the wire. raft-rs speaks protobuf types; parsing protobuf from peers is
+//! unsafe with protobuf 2.28 (RUSTSEC-2024-0437, stack overflow on crafted input), so replicas
+//! exchange these serde mirrors in postcard instead and convert at the edge. Conversion checks the
+//! enum fields, so a peer cannot smuggle in an unknown message or entry type.
+
+use protobuf::{ProtobufEnum, RepeatedField, SingularPtrField};
+use raft::eraftpb::{
+    ConfState, Entry, EntryType, Message, MessageType, Snapshot, SnapshotMetadata,
+};
+
+use crate::error::Error;
+
+/// A Raft message between replicas, in a form safe to decode from untrusted bytes.
+#[derive(Clone, Debug, PartialEq, Eq, serde::Serialize, serde::Deserialize)]
+pub struct WireMessage {
+    msg_type: i32,
+    to: u64,
+    from: u64,
+    term: u64,
+    log_term: u64,
+    index: u64,
+    entries: Vec<WireEntry>,
+    commit: u64,
+    commit_term: u64,
+    snapshot: Option<WireSnapshot>,
+    request_snapshot: u64,
+    reject: bool,
+    reject_hint: u64,
+    context: Vec<u8>,
+    deprecated_priority: u64,
+    priority: i64,
+}
+
+#[derive(Clone, Debug, PartialEq, Eq, serde::Serialize, serde::Deserialize)]
+pub(crate) struct WireEntry {
+    pub(crate) entry_type: i32,
+    pub(crate) term: u64,
+    pub(crate) index: u64,
+    pub(crate) data: Vec<u8>,
+    pub(crate) context: Vec<u8>,
+    pub(crate) sync_log: bool,
+}
+
+#[derive(Clone, Debug, PartialEq, Eq, serde::Serialize, serde::Deserialize)]
+pub(crate) struct WireSnapshot {
+    pub(crate) data: Vec<u8>,
+    pub(crate) index: u64,
+    pub(crate) term: u64,
+    pub(crate) conf_state: WireConfState,
+}
+
+#[derive(Clone, Debug, Default, PartialEq, Eq, serde::Serialize, serde::Deserialize)]
+pub(crate) struct WireConfState {
+    pub(crate) voters: Vec<u64>,
+    pub(crate) learners: Vec<u64>,
+    pub(crate) voters_outgoing: Vec<u64>,
+    pub(crate) learners_next: Vec<u64>,
+    pub(crate) auto_leave: bool,
+}
+
+impl WireMessage {
+    /// Raft id of the recipient.
+    pub fn recipient(&self) -> u64 {
+        self.to
+    }
+
+    /// Raft id of the sender.
+    pub fn sender(&self) -> u64 {
+        self.from
+    }
+
+    /// Postcard encoding.
+    pub fn encode(&self) -> Vec<u8> {
+        postcard::to_allocvec(self).unwrap_or_default()
+    }
+
+    /// Decodes untrusted bytes.
+    pub fn decode(bytes: &[u8]) -> Result<Self, Error> {
+        postcard::from_bytes(bytes).map_err(|e| Error::BadMessage {
+            reason: e.to_string(),
+        })
+    }
+}
+
+impl From<Message> for WireMessage {
+    fn from(mut message: Message) -> Self {
+        Self {
+            msg_type: message.get_msg_type().value(),
+            to: message.to,
+            from: message.from,
+            term: message.term,
+            log_term: message.log_term,
+            index: message.index,
+            entries: message
+                .take_entries()
+                .into_iter()
+                .map(WireEntry::from)
+                .collect(),
+            commit: message.commit,
+            commit_term: message.commit_term,
+            snapshot: message.snapshot.take().map(WireSnapshot::from),
+            request_snapshot: message.request_snapshot,
+            reject: message.reject,
+            reject_hint: message.reject_hint,
+            context: message.context.to_vec(),
+            deprecated_priority: message.deprecated_priority,
+            priority: message.priority,
+        }
+    }
+}
+
+impl TryFrom<WireMessage> for Message {
+    type Error = Error;
+
+    fn try_from(wire: WireMessage) -> Result<Self, Error> {
+        let msg_type = MessageType::from_i32(wire.msg_type).ok_or_else(|| Error::BadMessage {
+            reason: format!("unknown message type {}", wire.msg_type),
+        })?;
+        let entries = wire
+            .entries
+            .into_iter()
+            .map(Entry::try_from)
+            .collect::<Result<Vec<_>, _>>()?;
+        let mut message = Message::default();
+        message.set_msg_type(msg_type);
+        message.to = wire.to;
+        message.from = wire.from;
+        message.term = wire.term;
+        message.log_term = wire.log_term;
+        message.index = wire.index;
+        message.entries = RepeatedField::from_vec(entries);
+        message.commit = wire.commit;
+        message.commit_term = wire.commit_term;
+        message.snapshot = SingularPtrField::from_option(wire.snapshot.map(Snapshot::from));
+        message.request_snapshot = wire.request_snapshot;
+        message.reject = wire.reject;
+        message.reject_hint = wire.reject_hint;
+        message.context = wire.context.into();
+        message.deprecated_priority = wire.deprecated_priority;
+        message.priority = wire.priority;
+        Ok(message)
+    }
+}
+
+impl From<Entry> for WireEntry {
+    fn from(entry: Entry) -> Self {
+        Self {
+            entry_type: entry.get_entry_type().value(),
+            term: entry.term,
+            index: entry.index,
+            data: entry.data.to_vec(),
+            context: entry.context.to_vec(),
+            sync_log: entry.sync_log,
+        }
+    }
+}
+
+impl TryFrom<WireEntry> for Entry {
+    type Error = Error;
+
+    fn try_from(wire: WireEntry) -> Result<Self, Error> {
+        let entry_type = EntryType::from_i32(wire.entry_type).ok_or_else(|| Error::BadMessage {
+            reason: format!("unknown entry type {}", wire.entry_type),
+        })?;
+        let mut entry = Entry::default();
+        entry.set_entry_type(entry_type);
+        entry.term = wire.term;
+        entry.index = wire.index;
+        entry.data = wire.data.into();
+        entry.context = wire.context.into();
+        entry.sync_log = wire.sync_log;
+        Ok(entry)
+    }
+}
+
+impl From<ConfState> for WireConfState {
+    fn from(conf: ConfState) -> Self {
+        Self {
+            voters: conf.voters,
+            learners: conf.learners,
+            voters_outgoing: conf.voters_outgoing,
+            learners_next: conf.learners_next,
+            auto_leave: conf.auto_leave,
+        }
+    }
+}
+
+impl From<WireConfState> for ConfState {
+    fn from(wire: WireConfState) -> Self {
+        let mut conf = ConfState::default();
+        conf.voters = wire.voters;
+        conf.learners = wire.learners;
+        conf.voters_outgoing = wire.voters_outgoing;
+        conf.learners_next = wire.learners_next;
+        conf.auto_leave = wire.auto_leave;
+        conf
+    }
+}
+
+impl From<Snapshot> for WireSnapshot {
+    fn from(mut snapshot: Snapshot) -> Self {
+        let mut metadata = snapshot.take_metadata();
+        Self {
+            data: snapshot.data.to_vec(),
+            index: metadata.index,
+            term: metadata.term,
+            conf_state: metadata.take_conf_state().into(),
+        }
+    }
+}
+
+impl From<WireSnapshot> for Snapshot {
+    fn from(wire: WireSnapshot) -> Self {
+        let mut metadata = SnapshotMetadata::default();
+        metadata.index = wire.index;
+        metadata.term = wire.term;
+        metadata.set_conf_state(wire.conf_state.into());
+        let mut snapshot = Snapshot::default();
+        snapshot.data = wire.data.into();
+        snapshot.set_metadata(metadata);
+        snapshot
+    }
+}
