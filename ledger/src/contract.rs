@@ -301,16 +301,13 @@ impl State {
         self.contract.nonces.get(member).copied().unwrap_or(0)
     }
 
-    /// Checks what can be checked before ordering: membership, signature, nonce, and the body
-    /// against the current state. A transaction that passes may still be rejected in its block
-    /// (another transaction may get there first).
+    /// Checks what can be checked before ordering: membership, signature verdict, nonce, and the
+    /// parts of the body that do not depend on other transactions (a master table's consistency,
+    /// sizes, the sender's role). Checks against state wait for the block: the transaction it
+    /// depends on (a registration before its deposit) may be in the same batch.
     pub fn precheck(&self, tx: &Transaction, signature_ok: bool) -> Result<(), Rejection> {
-        let mut scratch = ContractState {
-            nonces: BTreeMap::new(),
-            ..ContractState::default()
-        };
-        let member = self.check_sender(tx, signature_ok)?;
-        check_body_dry_run(self, &mut scratch, member, tx)
+        let role = self.check_sender(tx, signature_ok)?.role;
+        check_stateless(&self.genesis, role, &tx.body)
     }
 
     /// Applies the transactions of one block; `signature_ok[i]` is the verdict on `txs[i]`.
@@ -374,54 +371,8 @@ impl State {
     }
 }
 
-/// Runs the body checks against a throwaway copy of the parts the body touches.
-fn check_body_dry_run(
-    state: &State,
-    scratch: &mut ContractState,
-    member: &Member,
-    tx: &Transaction,
-) -> Result<(), Rejection> {
-    // Only the records the body reads are copied, so a precheck costs O(body), not O(state).
-    match &tx.body {
-        Body::RegisterFile(table) => {
-            if let Some(record) = state.file(&table.file_id) {
-                scratch.files.insert(table.file_id, record.clone());
-            }
-        }
-        Body::DepositShares { file, .. }
-        | Body::ShareComplaint { file, .. }
-        | Body::RequestAccess { file, .. } => {
-            if let Some(record) = state.file(file) {
-                scratch.files.insert(*file, record.clone());
-            }
-        }
-        Body::ReleaseShare { request, .. } | Body::DenyAccess { request, .. } => {
-            if let Some(record) = state.request(request) {
-                scratch.requests.insert(*request, record.clone());
-                if let Some(file) = state.file(&record.file) {
-                    scratch.files.insert(record.file, file.clone());
-                }
-            }
-        }
-    }
-    execute(
-        &state.genesis,
-        scratch,
-        state.height() + 1,
-        tx.id(),
-        member.role,
-        tx,
-    )
-}
-
-fn execute(
-    genesis: &Genesis,
-    contract: &mut ContractState,
-    height: u64,
-    id: TxId,
-    role: Role,
-    tx: &Transaction,
-) -> Result<(), Rejection> {
+/// The checks of a body that read nothing but the genesis.
+fn check_stateless(genesis: &Genesis, role: Role, body: &Body) -> Result<(), Rejection> {
     let limit_bytes = genesis.policy.reason_max_bytes;
     let check_reason = |reason: &str| {
         let size_bytes = u32::try_from(reason.len()).unwrap_or(u32::MAX);
@@ -433,11 +384,45 @@ fn execute(
         }
         Ok(())
     };
+    match body {
+        Body::RegisterFile(table) => validate_table(genesis, table)
+            .map_err(|reason| Rejection::InvalidMasterTable { reason }),
+        Body::DepositShares { shares, .. } => {
+            for (position, sealed) in (0..).zip(shares) {
+                check_sealed(position, sealed)?;
+            }
+            Ok(())
+        }
+        Body::ShareComplaint { reason, .. } | Body::DenyAccess { reason, .. } => {
+            check_reason(reason)
+        }
+        Body::RequestAccess { reason, .. } => {
+            check_reason(reason)?;
+            if !genesis.policy.request_roles.contains(&role) {
+                return Err(Rejection::RoleNotAllowed { role });
+            }
+            Ok(())
+        }
+        Body::ReleaseShare {
+            sealed_to_requester,
+            ..
+        } => check_sealed(0, sealed_to_requester),
+    }
+}
+
+fn execute(
+    genesis: &Genesis,
+    contract: &mut ContractState,
+    height: u64,
+    id: TxId,
+    role: Role,
+    tx: &Transaction,
+) -> Result<(), Rejection> {
+    check_stateless(genesis, role, &tx.body)?;
     match &tx.body {
-        Body::RegisterFile(table) => register_file(genesis, contract, height, tx.sender, table),
+        Body::RegisterFile(table) => register_file(contract, height, tx.sender, table),
         Body::DepositShares { file, shares } => deposit_shares(contract, tx.sender, file, shares),
         Body::ShareComplaint { file, reason } => {
-            check_reason(reason)?;
             let record = file_mut(contract, file)?;
             if record.share_index(&tx.sender).is_none() {
                 return Err(Rejection::NotHolder { file: *file });
@@ -449,10 +434,6 @@ fn execute(
             Ok(())
         }
         Body::RequestAccess { file, reason } => {
-            check_reason(reason)?;
-            if !genesis.policy.request_roles.contains(&role) {
-                return Err(Rejection::RoleNotAllowed { role });
-            }
             if file_mut(contract, file)?.deposits.is_none() {
                 return Err(Rejection::SharesNotDeposited { file: *file });
             }
@@ -470,12 +451,10 @@ fn execute(
             request,
             sealed_to_requester,
         } => {
-            check_sealed(0, sealed_to_requester)?;
             let answer = Answer::Released(sealed_to_requester.clone());
             answer_request(contract, tx.sender, request, answer)
         }
         Body::DenyAccess { request, reason } => {
-            check_reason(reason)?;
             answer_request(contract, tx.sender, request, Answer::Denied(reason.clone()))
         }
     }
@@ -492,7 +471,6 @@ fn file_mut<'a>(
 }
 
 fn register_file(
-    genesis: &Genesis,
     contract: &mut ContractState,
     height: u64,
     owner: MemberId,
@@ -503,7 +481,6 @@ fn register_file(
             file: table.file_id,
         });
     }
-    validate_table(genesis, table).map_err(|reason| Rejection::InvalidMasterTable { reason })?;
     let record = FileRecord {
         owner,
         table: table.clone(),
@@ -580,9 +557,6 @@ fn deposit_shares(
             expected: expected as u32,
             actual: u32::try_from(shares.len()).unwrap_or(u32::MAX),
         });
-    }
-    for (position, sealed) in (0..).zip(shares) {
-        check_sealed(position, sealed)?;
     }
     record.deposits = Some(shares.to_vec());
     Ok(())

@@ -495,10 +495,12 @@ impl Replica {
         let checkpoint = Checkpoint {
             contract: self.state.contract().clone(),
         };
-        let mut snapshot = Snapshot::default();
-        snapshot.data = postcard::to_allocvec(&checkpoint)
-            .unwrap_or_default()
-            .into();
+        let mut snapshot = Snapshot {
+            data: postcard::to_allocvec(&checkpoint)
+                .unwrap_or_default()
+                .into(),
+            ..Snapshot::default()
+        };
         {
             let log = self.log.read();
             let metadata = snapshot.mut_metadata();
@@ -554,10 +556,11 @@ fn restore_log(
 ) -> Result<(State, u64), Error> {
     let mut core = log.write();
     let (voters, learners) = genesis.raft_membership();
-    let mut conf = ConfState::default();
-    conf.voters = voters;
-    conf.learners = learners;
-    core.set_conf_state(conf);
+    core.set_conf_state(ConfState {
+        voters,
+        learners,
+        ..ConfState::default()
+    });
     let mut state = State::new(genesis.clone());
     let mut snapshot_index = 0;
     if let Some(wire) = snapshot {
@@ -581,11 +584,12 @@ fn restore_log(
     if let Some(conf_state) = &loaded.conf_state {
         core.set_conf_state(conf_state.clone().into());
     }
-    let mut hard_state = HardState::default();
-    hard_state.term = loaded.hard_state.term;
-    hard_state.vote = loaded.hard_state.vote;
-    hard_state.commit = loaded.hard_state.commit.max(snapshot_index);
-    core.set_hard_state(hard_state);
+    core.set_hard_state(HardState {
+        term: loaded.hard_state.term,
+        vote: loaded.hard_state.vote,
+        commit: loaded.hard_state.commit.max(snapshot_index),
+        ..HardState::default()
+    });
     Ok((state, snapshot_index))
 }
 

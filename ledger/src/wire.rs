@@ -187,13 +187,14 @@ impl From<ConfState> for WireConfState {
 
 impl From<WireConfState> for ConfState {
     fn from(wire: WireConfState) -> Self {
-        let mut conf = ConfState::default();
-        conf.voters = wire.voters;
-        conf.learners = wire.learners;
-        conf.voters_outgoing = wire.voters_outgoing;
-        conf.learners_next = wire.learners_next;
-        conf.auto_leave = wire.auto_leave;
-        conf
+        ConfState {
+            voters: wire.voters,
+            learners: wire.learners,
+            voters_outgoing: wire.voters_outgoing,
+            learners_next: wire.learners_next,
+            auto_leave: wire.auto_leave,
+            ..ConfState::default()
+        }
     }
 }
 
@@ -211,12 +212,16 @@ impl From<Snapshot> for WireSnapshot {
 
 impl From<WireSnapshot> for Snapshot {
     fn from(wire: WireSnapshot) -> Self {
-        let mut metadata = SnapshotMetadata::default();
-        metadata.index = wire.index;
-        metadata.term = wire.term;
+        let mut metadata = SnapshotMetadata {
+            index: wire.index,
+            term: wire.term,
+            ..SnapshotMetadata::default()
+        };
         metadata.set_conf_state(wire.conf_state.into());
-        let mut snapshot = Snapshot::default();
-        snapshot.data = wire.data.into();
+        let mut snapshot = Snapshot {
+            data: wire.data.into(),
+            ..Snapshot::default()
+        };
         snapshot.set_metadata(metadata);
         snapshot
     }

@@ -1,0 +1,212 @@
+//! Ordering and durability: elections, 10,000 transactions, partitions, crashes, snapshots.
+
+#![allow(clippy::unwrap_used)]
+
+mod harness;
+
+use harness::{Cluster, applied_count, commit_all, register_file};
+use ledger::{Body, ReplicaConfig, TxResult};
+
+const SEED: u64 = 0x5eed;
+
+fn request(
+    cluster: &mut Cluster,
+    auditor: u64,
+    file: keyshare::FileId,
+    i: u32,
+) -> ledger::Transaction {
+    cluster.sign(
+        auditor,
+        Body::RequestAccess {
+            file,
+            reason: format!("audit {i}"),
+        },
+    )
+}
+
+#[test]
+fn five_replicas_commit_ten_thousand_transactions() {
+    let mut cluster = Cluster::new(5, 5, SEED);
+    let leader = cluster.elect();
+    let file = register_file(&mut cluster, leader, 1, &[2, 3, 4], 2).file_id;
+    let txs: Vec<_> = (0..10_000)
+        .map(|i| request(&mut cluster, 5, file, i))
+        .collect();
+    let ids = commit_all(&mut cluster, leader, txs);
+    cluster.run_until(100, |c| {
+        c.live()
+            .iter()
+            .all(|id| c.replica(*id).state().height() == c.replica(leader).state().height())
+    });
+    cluster.assert_agree();
+    cluster.assert_nothing_lost();
+    let chain = cluster.chain(1);
+    assert_eq!(applied_count(&chain), 10_002);
+    assert_eq!(cluster.replica(3).state().requests().count(), 10_000);
+    for id in ids.iter().step_by(997) {
+        let status = cluster.replica(4).store().tx_status(id).unwrap().unwrap();
+        assert_eq!(status.result, TxResult::Applied);
+    }
+    // Blocks were batched: far fewer blocks than transactions.
+    assert!(chain.len() < 100, "{} blocks", chain.len());
+}
+
+#[test]
+fn same_seed_same_chain() {
+    let run = || {
+        let mut cluster = Cluster::new(4, 4, SEED);
+        let leader = cluster.elect();
+        let file = register_file(&mut cluster, leader, 1, &[2, 3], 2).file_id;
+        let txs: Vec<_> = (0..50).map(|i| request(&mut cluster, 4, file, i)).collect();
+        commit_all(&mut cluster, leader, txs);
+        (leader, cluster.replica(1).state().head())
+    };
+    assert_eq!(run(), run());
+}
+
+#[test]
+fn minority_partition_commits_nothing_and_heals() {
+    let mut cluster = Cluster::new(5, 5, SEED);
+    let leader = cluster.elect();
+    let file = register_file(&mut cluster, leader, 1, &[2, 3, 4], 2).file_id;
+    let minority = [leader, if leader == 1 { 2 } else { 1 }];
+    for id in minority {
+        cluster.isolate(id);
+    }
+    let height_before = cluster.replica(leader).state().height();
+    // The old leader accepts the transaction but cannot commit it.
+    let tx = request(&mut cluster, 5, file, 0);
+    let stranded = cluster.replica_mut(minority[1]).submit(tx).unwrap();
+    cluster.run_until(300, |c| {
+        c.live()
+            .iter()
+            .any(|id| !minority.contains(id) && c.replica(*id).is_leader())
+    });
+    for id in minority {
+        assert_eq!(cluster.replica(id).state().height(), height_before);
+    }
+    // The majority goes on committing.
+    let majority_leader = cluster
+        .live()
+        .into_iter()
+        .find(|id| !minority.contains(id) && cluster.replica(*id).is_leader())
+        .unwrap();
+    let txs: Vec<_> = (1..20).map(|i| request(&mut cluster, 5, file, i)).collect();
+    commit_all(&mut cluster, majority_leader, txs);
+    for id in minority {
+        assert_eq!(cluster.replica(id).state().height(), height_before);
+    }
+    cluster.recover();
+    // After healing the stranded transaction is retried and lands; everybody agrees.
+    cluster.run_until(1_000, |c| c.acknowledged.contains_key(&stranded));
+    let target = cluster.replica(majority_leader).state().height();
+    cluster.run_until(500, |c| {
+        c.live()
+            .iter()
+            .all(|id| c.replica(*id).state().height() >= target)
+    });
+    cluster.assert_agree();
+    cluster.assert_nothing_lost();
+}
+
+#[test]
+fn crashed_leader_restarts_from_redb_without_losing_acknowledged_transactions() {
+    let mut cluster = Cluster::new(5, 5, SEED);
+    let leader = cluster.elect();
+    let file = register_file(&mut cluster, leader, 1, &[2, 3, 4], 2).file_id;
+    let txs: Vec<_> = (0..200)
+        .map(|i| request(&mut cluster, 5, file, i))
+        .collect();
+    // Submit half, let some commit, crash the leader mid-load.
+    for tx in txs[..100].iter().cloned() {
+        cluster.replica_mut(leader).submit(tx).unwrap();
+    }
+    cluster.tick();
+    cluster.tick();
+    let acknowledged_before = cluster.acknowledged.len();
+    assert!(
+        acknowledged_before > 2,
+        "some load committed before the crash"
+    );
+    cluster.crash(leader);
+    let new_leader = cluster.elect();
+    assert_ne!(new_leader, leader);
+    commit_all(&mut cluster, new_leader, txs[100..].to_vec());
+    cluster.start(leader);
+    let target = cluster.replica(new_leader).state().height();
+    cluster.run_until(1_000, |c| c.replica(leader).state().height() >= target);
+    cluster.assert_agree();
+    cluster.assert_nothing_lost();
+}
+
+fn small_snapshots(id: u64, seed: u64) -> ReplicaConfig {
+    ReplicaConfig {
+        snapshot_interval_entries: 16,
+        ..ReplicaConfig::new(id, seed)
+    }
+}
+
+#[test]
+fn lagging_and_new_replicas_catch_up_through_snapshots() {
+    // Six members: five voters and one learner that first starts after the log was compacted.
+    let mut cluster = Cluster::with_config(6, 5, SEED, small_snapshots);
+    cluster.crash(6);
+    let leader = cluster.elect();
+    let lagging = if leader == 2 { 3 } else { 2 };
+    cluster.isolate(lagging);
+    let file = register_file(&mut cluster, leader, 1, &[2, 3, 4], 2).file_id;
+    for i in 0..60 {
+        let tx = request(&mut cluster, 6, file, i);
+        commit_all(&mut cluster, leader, vec![tx]);
+    }
+    cluster.recover();
+    cluster.start(6);
+    let target = cluster.replica(leader).state().height();
+    cluster.run_until(1_000, |c| {
+        c.replica(lagging).state().height() >= target && c.replica(6).state().height() >= target
+    });
+    // Both caught up from a snapshot: the log they would have replayed was compacted.
+    assert!(cluster.replica(6).store().block(1).unwrap().is_none());
+    assert!(cluster.replica(lagging).store().block(2).unwrap().is_none());
+    cluster.assert_agree();
+    // And they keep up with new blocks normally afterwards.
+    let tx = request(&mut cluster, 6, file, 1_000);
+    let id = commit_all(&mut cluster, leader, vec![tx])[0];
+    cluster.run_until(200, |c| {
+        c.replica(6).store().tx_status(&id).unwrap().is_some()
+            && c.replica(lagging).store().tx_status(&id).unwrap().is_some()
+    });
+    cluster.assert_agree();
+}
+
+#[test]
+fn learners_replicate_but_do_not_vote() {
+    let mut cluster = Cluster::new(7, 3, SEED);
+    let leader = cluster.elect();
+    assert!(leader <= 3, "only voters lead");
+    let file = register_file(&mut cluster, leader, 1, &[2, 3, 4], 2).file_id;
+    // With two of three voters down, learners cannot make a quorum.
+    let voters_down: Vec<u64> = (1..=3).filter(|id| *id != leader).collect();
+    for id in &voters_down {
+        cluster.crash(*id);
+    }
+    let height = cluster.replica(leader).state().height();
+    let tx = request(&mut cluster, 7, file, 0);
+    let id = cluster.replica_mut(leader).submit(tx).unwrap();
+    for _ in 0..100 {
+        cluster.tick();
+    }
+    assert!(!cluster.acknowledged.contains_key(&id));
+    assert_eq!(cluster.replica(5).state().height(), height);
+    for id in voters_down {
+        cluster.start(id);
+    }
+    cluster.run_until(1_000, |c| c.acknowledged.contains_key(&id));
+    let target = cluster.acknowledged[&id];
+    cluster.run_until(300, |c| {
+        c.live()
+            .iter()
+            .all(|r| c.replica(*r).state().height() >= target)
+    });
+    cluster.assert_agree();
+}
