@@ -226,3 +226,79 @@ impl From<WireSnapshot> for Snapshot {
         snapshot
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use proptest::prelude::*;
+
+    fn message(msg_type: i32, entries: Vec<(u64, Vec<u8>)>, snapshot: bool) -> WireMessage {
+        WireMessage {
+            msg_type,
+            to: 2,
+            from: 1,
+            term: 3,
+            log_term: 3,
+            index: 9,
+            entries: entries
+                .into_iter()
+                .map(|(index, data)| WireEntry {
+                    entry_type: 0,
+                    term: 3,
+                    index,
+                    data,
+                    context: vec![],
+                    sync_log: false,
+                })
+                .collect(),
+            commit: 8,
+            commit_term: 3,
+            snapshot: snapshot.then(|| WireSnapshot {
+                data: vec![1, 2, 3],
+                index: 7,
+                term: 2,
+                conf_state: WireConfState {
+                    voters: vec![1, 2, 3],
+                    learners: vec![4],
+                    ..WireConfState::default()
+                },
+            }),
+            request_snapshot: 0,
+            reject: false,
+            reject_hint: 0,
+            context: vec![],
+            deprecated_priority: 0,
+            priority: 0,
+        }
+    }
+
+    proptest! {
+        #[test]
+        fn raft_conversion_round_trips(
+            msg_type in 0i32..=18,
+            entries in proptest::collection::vec((any::<u64>(), proptest::collection::vec(any::<u8>(), 0..64)), 0..8),
+            snapshot in any::<bool>(),
+        ) {
+            let wire = message(msg_type, entries, snapshot);
+            let decoded = WireMessage::decode(&wire.encode()).unwrap();
+            prop_assert_eq!(&decoded, &wire);
+            let raft = Message::try_from(decoded).unwrap();
+            prop_assert_eq!(WireMessage::from(raft), wire);
+        }
+
+        #[test]
+        fn garbage_never_panics(bytes in proptest::collection::vec(any::<u8>(), 0..512)) {
+            if let Ok(wire) = WireMessage::decode(&bytes) {
+                let _ = Message::try_from(wire);
+            }
+        }
+    }
+
+    #[test]
+    fn unknown_types_are_refused() {
+        assert!(Message::try_from(message(99, vec![], false)).is_err());
+        let mut bad_entry = message(3, vec![(1, vec![])], false);
+        bad_entry.entries[0].entry_type = 7;
+        assert!(Message::try_from(bad_entry).is_err());
+    }
+}
