@@ -3,12 +3,10 @@
 
 #![allow(missing_docs)]
 
-use std::collections::BTreeSet;
-
 use criterion::{Criterion, Throughput, criterion_group, criterion_main};
 use ed25519_dalek::SigningKey;
-use keyshare::{FileId, SealingSecretKey};
-use ledger::{Body, Genesis, Member, MemberId, Policy, Role, State, Transaction};
+use keyshare::FileId;
+use ledger::{Body, State, Transaction};
 use rand::{SeedableRng, rngs::StdRng};
 
 const BLOCK_TXS: usize = 10_000;
@@ -16,24 +14,7 @@ const BLOCK_TXS: usize = 10_000;
 fn apply(c: &mut Criterion) {
     let mut rng = StdRng::seed_from_u64(3);
     let keys: Vec<SigningKey> = (0..4).map(|_| SigningKey::generate(&mut rng)).collect();
-    let genesis = Genesis {
-        chain_id: "bench".into(),
-        members: keys
-            .iter()
-            .enumerate()
-            .map(|(i, key)| Member {
-                name: format!("m{i}"),
-                id: MemberId::from(key.verifying_key()),
-                sealing_key: SealingSecretKey::generate(&mut rng).public_key(),
-                role: Role::Auditor,
-            })
-            .collect(),
-        voters: 4,
-        policy: Policy {
-            request_roles: BTreeSet::from([Role::Auditor]),
-            reason_max_bytes: 1024,
-        },
-    };
+    let genesis = benches::genesis(&keys, &mut rng);
     // Complaints about an unknown file: every check runs, the result is a rejection, and the
     // state does not grow between iterations.
     let txs: Vec<Transaction> = (0..BLOCK_TXS)

@@ -11,18 +11,15 @@
 
 #![allow(missing_docs, clippy::print_stdout, clippy::unwrap_used)]
 
-use std::collections::{BTreeMap, BTreeSet};
+use std::collections::BTreeMap;
 use std::sync::mpsc::{Receiver, RecvTimeoutError, Sender, channel};
 use std::thread;
 use std::time::{Duration, Instant};
 
 use ed25519_dalek::SigningKey;
 use hdrhistogram::Histogram;
-use keyshare::{FileId, SealingSecretKey};
-use ledger::{
-    Body, Genesis, Member, MemberId, Policy, RedbStore, Replica, ReplicaConfig, Role, Transaction,
-    TxId, WireMessage,
-};
+use keyshare::FileId;
+use ledger::{Body, Genesis, RedbStore, Replica, ReplicaConfig, Transaction, TxId, WireMessage};
 use rand::{SeedableRng, rngs::StdRng};
 use redb::backends::InMemoryBackend;
 
@@ -39,27 +36,6 @@ struct Report {
     committed: usize,
     last_commit: Option<Instant>,
     latencies_us: Option<Histogram<u64>>,
-}
-
-fn genesis(keys: &[SigningKey], rng: &mut StdRng) -> Genesis {
-    Genesis {
-        chain_id: "bench".into(),
-        members: keys
-            .iter()
-            .enumerate()
-            .map(|(i, key)| Member {
-                name: format!("m{i}"),
-                id: MemberId::from(key.verifying_key()),
-                sealing_key: SealingSecretKey::generate(rng).public_key(),
-                role: Role::Participant,
-            })
-            .collect(),
-        voters: REPLICAS as u32,
-        policy: Policy {
-            request_roles: BTreeSet::from([Role::Participant]),
-            reason_max_bytes: 1024,
-        },
-    }
 }
 
 /// Elects a leader single-threaded (deterministic), then hands the replicas to threads.
@@ -155,7 +131,7 @@ fn run(rate: u64, seconds: u64) {
     let keys: Vec<SigningKey> = (0..REPLICAS)
         .map(|_| SigningKey::generate(&mut rng))
         .collect();
-    let genesis = genesis(&keys, &mut rng);
+    let genesis = benches::genesis(&keys, &mut rng);
     let total = (rate * seconds) as usize;
     let txs: Vec<Transaction> = (0..total)
         .map(|i| {
