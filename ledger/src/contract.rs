@@ -587,14 +587,15 @@ fn answer_request(
     Ok(())
 }
 
-/// Checks the signatures of `txs` for chain `chain_id`: one batch verification, and one by one
-/// only if the batch fails, to find the bad ones. Senders that are not members get `false`.
-pub fn verify_signatures(genesis_keys: &State, txs: &[&Transaction]) -> Vec<bool> {
-    let chain_id = genesis_keys.genesis.chain_id.as_str();
+/// Checks the signatures of `txs` against `state`'s chain id and member keys: one batch
+/// verification, and one by one only if the batch fails, to find the bad ones. Senders that are
+/// not members get `false`.
+pub fn verify_signatures(state: &State, txs: &[&Transaction]) -> Vec<bool> {
+    let chain_id = state.genesis.chain_id.as_str();
     let known: Vec<(usize, VerifyingKey)> = txs
         .iter()
         .enumerate()
-        .filter_map(|(i, tx)| Some((i, *genesis_keys.keys.get(&tx.sender)?)))
+        .filter_map(|(i, tx)| Some((i, *state.keys.get(&tx.sender)?)))
         .collect();
     let messages: Vec<Vec<u8>> = known
         .iter()
