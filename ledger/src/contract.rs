@@ -15,7 +15,7 @@ use keyshare::{
 
 use crate::block::{Block, BlockHash, GENESIS_PREV_HASH};
 use crate::member::{Genesis, Member, MemberId, Role};
-use crate::tx::{Body, MasterTable, RequestId, Transaction, TxId};
+use crate::tx::{Body, MasterTable, RequestId, Transaction};
 
 /// Ciphertext size of a sealed share: the encoded share plus the AES-GCM tag.
 const SEALED_SHARE_SIZE_BYTES: usize = SHARE_SIZE_BYTES + TAG_SIZE_BYTES as usize;
@@ -366,8 +366,7 @@ impl State {
     ) -> Result<(), Rejection> {
         let role = self.check_sender(tx, signature_ok)?.role;
         self.contract.nonces.insert(tx.sender, tx.nonce);
-        let id = tx.id();
-        execute(&self.genesis, &mut self.contract, height, id, role, tx)
+        execute(&self.genesis, &mut self.contract, height, role, tx)
     }
 }
 
@@ -414,7 +413,6 @@ fn execute(
     genesis: &Genesis,
     contract: &mut ContractState,
     height: u64,
-    id: TxId,
     role: Role,
     tx: &Transaction,
 ) -> Result<(), Rejection> {
@@ -444,7 +442,9 @@ fn execute(
                 height,
                 answers: BTreeMap::new(),
             };
-            contract.requests.insert(id, record);
+            // The request is named by its transaction's id; only this body needs the id, so it is
+            // hashed here rather than for every transaction.
+            contract.requests.insert(tx.id(), record);
             Ok(())
         }
         Body::ReleaseShare {

@@ -450,11 +450,10 @@ impl Replica {
 
     /// Puts proposals that did not commit in time back into the pool.
     fn requeue_stale(&mut self) {
-        let deadline = self.now_ms.saturating_sub(self.config.retry_after_ms);
         let stale: Vec<TxId> = self
             .proposed
             .iter()
-            .filter(|(_, (at, _))| *at <= deadline && self.now_ms >= self.config.retry_after_ms)
+            .filter(|(_, (at, _))| self.now_ms.saturating_sub(*at) >= self.config.retry_after_ms)
             .map(|(id, _)| *id)
             .collect();
         for id in stale {
