@@ -1,0 +1,208 @@
+//! Async drivers over any [`Transport`]: [`fetch`] runs the [`FetchScheduler`] and verifies every
+//! chunk; [`push`] sends chunks to their owners and collects acknowledgements.
+//!
+//! Time comes from `tokio::time`, so a paused runtime drives both in virtual time. Hashing runs in
+//! the request tasks, which a multi-threaded runtime spreads over its cores.
+
+use std::collections::BTreeSet;
+use std::sync::Arc;
+use std::time::Duration;
+
+use keyshare::ChunkHash;
+use tokio::task::JoinSet;
+use tokio::time::Instant;
+
+use crate::error::{FetchError, TransportError};
+use crate::peer::PeerId;
+use crate::scheduler::{ChunkSpec, Event, FetchScheduler, Outcome, RequestId, SchedulerConfig};
+use crate::transport::Transport;
+use crate::wire::{Request, Response};
+
+/// What a successful fetch did.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct FetchReport {
+    /// Chunks delivered.
+    pub chunks: u32,
+    /// Ciphertext bytes delivered.
+    pub bytes: u64,
+    /// The scheduler's account: peers used, liars, dead peers, refetches.
+    pub outcome: Outcome,
+}
+
+fn elapsed_ms(start: Instant) -> u64 {
+    start.elapsed().as_millis() as u64
+}
+
+/// Fetches `chunks` from their owners, hands each verified chunk to `deliver(index, bytes)`
+/// exactly once (in completion order), and reports how it went. `deliver` may fail, which stops
+/// the fetch with that error.
+pub async fn fetch<T, E>(
+    transport: Arc<T>,
+    chunks: Vec<ChunkSpec>,
+    config: SchedulerConfig,
+    request_timeout: Duration,
+    mut deliver: impl FnMut(u32, Vec<u8>) -> Result<(), E>,
+) -> Result<Result<FetchReport, FetchError>, E>
+where
+    T: Transport,
+{
+    let chunk_count = chunks.len() as u32;
+    let mut scheduler = match FetchScheduler::new(chunks, config) {
+        Ok(scheduler) => scheduler,
+        Err(error) => return Ok(Err(error)),
+    };
+    let start = Instant::now();
+    let mut tasks = JoinSet::new();
+    let mut bytes_delivered = 0u64;
+    let outcome = loop {
+        for send in scheduler.poll_sends(elapsed_ms(start)) {
+            let transport = transport.clone();
+            tasks.spawn(async move {
+                let request = Request::GetChunk { hash: send.hash };
+                let answer = transport.request(send.peer, request, request_timeout).await;
+                Verdict::of(send.peer, send.hash, answer).into_event(send.id)
+            });
+        }
+        if let Some(outcome) = scheduler.outcome() {
+            break outcome;
+        }
+        let Some(joined) = tasks.join_next().await else {
+            // Unreachable by the scheduler's contract (unfinished implies in flight); fail
+            // rather than spin.
+            break Err(FetchError::Unavailable {
+                chunks: (0..chunk_count).collect(),
+            });
+        };
+        let Ok((event, bytes)) = joined else {
+            continue;
+        };
+        if let Some(index) = scheduler.handle(event, elapsed_ms(start))
+            && let Some(bytes) = bytes
+        {
+            bytes_delivered += bytes.len() as u64;
+            deliver(index, bytes)?;
+        }
+    };
+    tasks.abort_all();
+    Ok(outcome.map(|outcome| FetchReport {
+        chunks: chunk_count,
+        bytes: bytes_delivered,
+        outcome,
+    }))
+}
+
+/// A chunk answer, judged.
+enum Verdict {
+    Good(Vec<u8>),
+    Bad,
+    Refused,
+    Timeout,
+    Unreachable,
+}
+
+impl Verdict {
+    /// Judges a transport answer, checking the chunk against its hash.
+    fn of(peer: PeerId, hash: ChunkHash, answer: Result<Response, TransportError>) -> Self {
+        match answer {
+            Ok(Response::Chunk { bytes }) if ChunkHash::of(&bytes) == hash => Self::Good(bytes),
+            Ok(Response::Chunk { .. }) => {
+                tracing::warn!(%peer, %hash, "peer served a chunk that does not match its hash");
+                Self::Bad
+            }
+            Ok(Response::Error(error)) => {
+                tracing::debug!(%peer, %hash, %error, "peer refused a chunk");
+                Self::Refused
+            }
+            Ok(_) | Err(TransportError::BadReply { .. }) => {
+                tracing::warn!(%peer, %hash, "peer answered a chunk request with nonsense");
+                Self::Bad
+            }
+            Err(TransportError::Timeout { .. }) => Self::Timeout,
+            Err(error) => {
+                tracing::debug!(%peer, %error, "peer unreachable");
+                Self::Unreachable
+            }
+        }
+    }
+
+    fn into_event(self, id: RequestId) -> (Event, Option<Vec<u8>>) {
+        match self {
+            Self::Good(bytes) => (Event::ChunkOk { id }, Some(bytes)),
+            Self::Bad => (Event::ChunkBad { id }, None),
+            Self::Refused => (Event::Refused { id }, None),
+            Self::Timeout => (Event::Timeout { id }, None),
+            Self::Unreachable => (Event::PeerUnreachable { id }, None),
+        }
+    }
+}
+
+/// One chunk to push and the peers that should hold it.
+#[derive(Clone, Debug)]
+pub struct PushItem {
+    /// The chunk's hash.
+    pub hash: ChunkHash,
+    /// Ciphertext and tag, shared between the pushes to its owners.
+    pub bytes: Arc<Vec<u8>>,
+    /// Its owners.
+    pub owners: Vec<PeerId>,
+}
+
+/// What a push achieved.
+#[derive(Clone, Debug, Default, PartialEq, Eq)]
+pub struct PushReport {
+    /// (chunk position, peer) pairs that acknowledged.
+    pub acknowledged: BTreeSet<(usize, PeerId)>,
+    /// (chunk position, peer, reason) for each push that failed.
+    pub failed: Vec<(usize, PeerId, String)>,
+}
+
+/// Pushes every item to each of its owners, at most `max_in_flight` at a time, each bounded by
+/// `request_timeout`. Never fails as a whole: the report says who acknowledged what.
+pub async fn push<T: Transport>(
+    transport: Arc<T>,
+    items: &[PushItem],
+    max_in_flight: usize,
+    request_timeout: Duration,
+) -> PushReport {
+    let mut report = PushReport::default();
+    let mut tasks = JoinSet::new();
+    let jobs = items
+        .iter()
+        .enumerate()
+        .flat_map(|(position, item)| item.owners.iter().map(move |owner| (position, *owner)));
+    let mut jobs = jobs.peekable();
+    while jobs.peek().is_some() || !tasks.is_empty() {
+        while tasks.len() < max_in_flight.max(1)
+            && let Some((position, owner)) = jobs.next()
+        {
+            let transport = transport.clone();
+            let item = &items[position];
+            let request = Request::PutChunk {
+                hash: item.hash,
+                bytes: item.bytes.as_ref().clone(),
+            };
+            tasks.spawn(async move {
+                let answer = transport.request(owner, request, request_timeout).await;
+                (position, owner, answer)
+            });
+        }
+        let Some(joined) = tasks.join_next().await else {
+            break;
+        };
+        let Ok((position, owner, answer)) = joined else {
+            continue;
+        };
+        match answer {
+            Ok(Response::Stored) => {
+                report.acknowledged.insert((position, owner));
+            }
+            Ok(Response::Error(error)) => report.failed.push((position, owner, error.to_string())),
+            Ok(_) => report
+                .failed
+                .push((position, owner, "unexpected answer".to_owned())),
+            Err(error) => report.failed.push((position, owner, error.to_string())),
+        }
+    }
+    report.failed.sort_by(|a, b| (a.0, a.1).cmp(&(b.0, b.1)));
+    report
+}

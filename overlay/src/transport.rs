@@ -1,0 +1,187 @@
+//! The transport seam: how a peer sends requests and messages to another.
+//!
+//! [`Transport`] is implemented by [`crate::QuicTransport`] (real UDP, TLS 1.3) and by
+//! [`MemoryTransport`] (in-process pipes with configurable latency on tokio time, so a paused
+//! runtime runs it in virtual time). Both carry the same frames through the same
+//! [`crate::service`] code; the fetch scheduler and push logic cannot tell them apart.
+
+use std::collections::{BTreeMap, BTreeSet};
+use std::future::Future;
+use std::sync::{Arc, Mutex, PoisonError};
+use std::time::Duration;
+
+use tokio::io::AsyncWriteExt;
+
+use crate::error::TransportError;
+use crate::peer::PeerId;
+use crate::service::{Handler, serve_message_stream, serve_request_stream};
+use crate::wire::{
+    MAX_FRAME_BYTES, Request, Response, decode_body, read_only_frame, write_frame, write_raw_frame,
+};
+
+/// Sends requests and messages to peers by their member key.
+pub trait Transport: Send + Sync + 'static {
+    /// This peer's own key.
+    fn local_peer(&self) -> PeerId;
+
+    /// Sends `request` to `peer` on a fresh stream and waits up to `timeout` for the answer.
+    /// Fails with [`TransportError::Unreachable`] when no authenticated connection can be made,
+    /// [`TransportError::Timeout`] when the answer is late, [`TransportError::BadReply`] when it
+    /// does not decode.
+    fn request(
+        &self,
+        peer: PeerId,
+        request: Request,
+        timeout: Duration,
+    ) -> impl Future<Output = Result<Response, TransportError>> + Send;
+
+    /// Sends one opaque message to `peer`, without waiting for any answer.
+    fn send_message(
+        &self,
+        peer: PeerId,
+        payload: Vec<u8>,
+    ) -> impl Future<Output = Result<(), TransportError>> + Send;
+}
+
+/// Bytes buffered in each direction of an in-memory stream.
+const PIPE_CAPACITY_BYTES: usize = 1 << 20;
+
+#[derive(Default)]
+struct Hub {
+    handlers: BTreeMap<PeerId, Arc<dyn Handler>>,
+    down: BTreeSet<PeerId>,
+    latency: BTreeMap<(PeerId, PeerId), Duration>,
+}
+
+/// An in-process network of peers: register a handler per peer, then get a [`MemoryTransport`]
+/// for each. Peers can be taken down and links given a one-way latency.
+#[derive(Clone, Default)]
+pub struct MemoryNetwork {
+    hub: Arc<Mutex<Hub>>,
+}
+
+impl MemoryNetwork {
+    /// An empty network.
+    pub fn new() -> Self {
+        Self::default()
+    }
+
+    fn hub(&self) -> std::sync::MutexGuard<'_, Hub> {
+        self.hub.lock().unwrap_or_else(PoisonError::into_inner)
+    }
+
+    /// Attaches `peer`, served by `handler`, and returns its transport.
+    pub fn attach(&self, peer: PeerId, handler: Arc<dyn Handler>) -> MemoryTransport {
+        self.hub().handlers.insert(peer, handler);
+        MemoryTransport {
+            local: peer,
+            network: self.clone(),
+        }
+    }
+
+    /// Makes `peer` unreachable (`true`) or reachable again.
+    pub fn set_down(&self, peer: PeerId, down: bool) {
+        let mut hub = self.hub();
+        if down {
+            hub.down.insert(peer);
+        } else {
+            hub.down.remove(&peer);
+        }
+    }
+
+    /// Sets the one-way latency from `from` to `to`.
+    pub fn set_latency(&self, from: PeerId, to: PeerId, latency: Duration) {
+        self.hub().latency.insert((from, to), latency);
+    }
+
+    fn route(
+        &self,
+        from: PeerId,
+        to: PeerId,
+    ) -> Result<(Arc<dyn Handler>, Duration, Duration), TransportError> {
+        let hub = self.hub();
+        let unreachable = |reason: &str| TransportError::Unreachable {
+            peer: to,
+            reason: reason.to_owned(),
+        };
+        if hub.down.contains(&to) || hub.down.contains(&from) {
+            return Err(unreachable("peer is down"));
+        }
+        let handler = hub
+            .handlers
+            .get(&to)
+            .cloned()
+            .ok_or(TransportError::UnknownPeer { peer: to })?;
+        let latency = |a, b| hub.latency.get(&(a, b)).copied().unwrap_or_default();
+        Ok((handler, latency(from, to), latency(to, from)))
+    }
+}
+
+/// One peer's view of a [`MemoryNetwork`].
+#[derive(Clone)]
+pub struct MemoryTransport {
+    local: PeerId,
+    network: MemoryNetwork,
+}
+
+impl MemoryTransport {
+    async fn exchange(&self, peer: PeerId, request: Request) -> Result<Response, TransportError> {
+        let (handler, there, back) = self.network.route(self.local, peer)?;
+        let bad_reply = |source| TransportError::BadReply { peer, source };
+        let (client, server) = tokio::io::duplex(PIPE_CAPACITY_BYTES);
+        let from = self.local;
+        tokio::time::sleep(there).await;
+        let served = tokio::spawn(async move {
+            let (recv, send) = tokio::io::split(server);
+            if let Err(error) = serve_request_stream(handler.as_ref(), &from, recv, send).await {
+                tracing::debug!(%error, "in-memory request stream failed");
+            }
+        });
+        let (mut recv, mut send) = tokio::io::split(client);
+        write_frame(&mut send, &request).await.map_err(bad_reply)?;
+        send.shutdown().await.map_err(|error| TransportError::Unreachable {
+            peer,
+            reason: error.to_string(),
+        })?;
+        let body = read_only_frame(&mut recv, MAX_FRAME_BYTES)
+            .await
+            .map_err(bad_reply)?;
+        // The server task has finished writing; it only has to drop its pipe end.
+        let _ = served.await;
+        tokio::time::sleep(back).await;
+        decode_body(&body).map_err(bad_reply)
+    }
+}
+
+impl Transport for MemoryTransport {
+    fn local_peer(&self) -> PeerId {
+        self.local
+    }
+
+    async fn request(
+        &self,
+        peer: PeerId,
+        request: Request,
+        timeout: Duration,
+    ) -> Result<Response, TransportError> {
+        tokio::time::timeout(timeout, self.exchange(peer, request))
+            .await
+            .unwrap_or(Err(TransportError::Timeout {
+                peer,
+                timeout_ms: timeout.as_millis() as u64,
+            }))
+    }
+
+    async fn send_message(&self, peer: PeerId, payload: Vec<u8>) -> Result<(), TransportError> {
+        let (handler, there, _) = self.network.route(self.local, peer)?;
+        let from = self.local;
+        tokio::spawn(async move {
+            tokio::time::sleep(there).await;
+            let mut frame = Vec::with_capacity(payload.len() + 4);
+            if write_raw_frame(&mut frame, &payload).await.is_ok() {
+                let _ = serve_message_stream(handler.as_ref(), &from, frame.as_slice()).await;
+            }
+        });
+        Ok(())
+    }
+}
