@@ -144,6 +144,19 @@ impl ChunkCipher {
                 actual,
             });
         }
+        self.open_hashed_chunk_in_place(index, buffer)
+    }
+
+    /// Decrypts chunk `index` in place for a caller that has already checked it against its
+    /// hash (the overlay's fetch does, as each chunk arrives), so SHA3 does not run twice. The
+    /// GCM tag and the bound associated data are still checked.
+    pub fn open_hashed_chunk_in_place(
+        &self,
+        index: u32,
+        buffer: &mut Vec<u8>,
+    ) -> Result<(), ChunkError> {
+        let expected = self.layout.ciphertext_len(index)?;
+        check_length(index, u64::from(expected), buffer.len())?;
         let plaintext_len = buffer.len() - TAG_SIZE_BYTES as usize;
         let (message, tag_bytes) = buffer.split_at_mut(plaintext_len);
         let tag = Tag::try_from(&*tag_bytes).map_err(|_| ChunkError::Authentication { index })?;

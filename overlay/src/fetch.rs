@@ -203,6 +203,6 @@ pub async fn push<T: Transport>(
             Err(error) => report.failed.push((position, owner, error.to_string())),
         }
     }
-    report.failed.sort_by(|a, b| (a.0, a.1).cmp(&(b.0, b.1)));
+    report.failed.sort_by_key(|(position, peer, _)| (*position, *peer));
     report
 }

@@ -114,7 +114,8 @@ impl ServerCertVerifier for MemberVerifier {
         _ocsp_response: &[u8],
         _now: UnixTime,
     ) -> Result<ServerCertVerified, rustls::Error> {
-        self.admit(end_entity).map(|()| ServerCertVerified::assertion())
+        self.admit(end_entity)
+            .map(|()| ServerCertVerified::assertion())
     }
 
     fn verify_tls12_signature(
@@ -157,7 +158,8 @@ impl ClientCertVerifier for MemberVerifier {
         _intermediates: &[CertificateDer<'_>],
         _now: UnixTime,
     ) -> Result<ClientCertVerified, rustls::Error> {
-        self.admit(end_entity).map(|()| ClientCertVerified::assertion())
+        self.admit(end_entity)
+            .map(|()| ClientCertVerified::assertion())
     }
 
     fn verify_tls12_signature(
@@ -254,15 +256,15 @@ fn tls_configs(
         ));
     client.alpn_protocols = vec![ALPN.to_vec()];
 
-    let quic_error = |error: quinn::crypto::rustls::NoInitialCipherSuite| {
-        QuicError::Tls(error.to_string())
-    };
+    let quic_error =
+        |error: quinn::crypto::rustls::NoInitialCipherSuite| QuicError::Tls(error.to_string());
     let mut server_config = quinn::ServerConfig::with_crypto(Arc::new(
         QuicServerConfig::try_from(server).map_err(quic_error)?,
     ));
     server_config.transport_config(transport_config());
-    let mut client_config =
-        quinn::ClientConfig::new(Arc::new(QuicClientConfig::try_from(client).map_err(quic_error)?));
+    let mut client_config = quinn::ClientConfig::new(Arc::new(
+        QuicClientConfig::try_from(client).map_err(quic_error)?,
+    ));
     client_config.transport_config(transport_config());
     Ok((server_config, client_config))
 }
@@ -275,22 +277,24 @@ type ConnectionSlot = Arc<tokio::sync::Mutex<Option<quinn::Connection>>>;
 pub struct QuicTransport {
     local: PeerId,
     endpoint: quinn::Endpoint,
-    addresses: BTreeMap<PeerId, SocketAddr>,
+    members: BTreeSet<PeerId>,
+    addresses: std::sync::RwLock<BTreeMap<PeerId, SocketAddr>>,
     connections: Mutex<BTreeMap<PeerId, ConnectionSlot>>,
     accept_task: JoinHandle<()>,
 }
 
 impl QuicTransport {
     /// Binds `listen`, serving `handler`, and admits exactly the keys in `members` (each with the
-    /// address it listens on). Must be called inside a tokio runtime.
+    /// address it listens on; see [`Self::set_address`] to change one). Must be called inside a
+    /// tokio runtime.
     pub fn bind(
         signing_key: &SigningKey,
         listen: SocketAddr,
         members: BTreeMap<PeerId, SocketAddr>,
         handler: Arc<dyn Handler>,
     ) -> Result<Self, QuicError> {
-        let (server_config, client_config) =
-            tls_configs(signing_key, members.keys().copied().collect())?;
+        let member_keys: BTreeSet<PeerId> = members.keys().copied().collect();
+        let (server_config, client_config) = tls_configs(signing_key, member_keys.clone())?;
         let mut endpoint =
             quinn::Endpoint::server(server_config, listen).map_err(|error| QuicError::Bind {
                 addr: listen,
@@ -301,10 +305,24 @@ impl QuicTransport {
         Ok(Self {
             local: PeerId::from_bytes(signing_key.verifying_key().to_bytes()),
             endpoint,
-            addresses: members,
+            members: member_keys,
+            addresses: std::sync::RwLock::new(members),
             connections: Mutex::new(BTreeMap::new()),
             accept_task,
         })
+    }
+
+    /// Sets where member `peer` listens; returns `false` (and changes nothing) for a key outside
+    /// the member set.
+    pub fn set_address(&self, peer: PeerId, addr: SocketAddr) -> bool {
+        if !self.members.contains(&peer) {
+            return false;
+        }
+        self.addresses
+            .write()
+            .unwrap_or_else(PoisonError::into_inner)
+            .insert(peer, addr);
+        true
     }
 
     /// The address the endpoint is bound to (useful with port 0).
@@ -327,10 +345,13 @@ impl QuicTransport {
         connections.entry(peer).or_default().clone()
     }
 
-    /// The live connection to `peer`, dialling (and checking its key) if needed.
-    async fn connection(&self, peer: PeerId) -> Result<quinn::Connection, TransportError> {
+    /// The live connection to `peer`, dialling (and checking its key) if needed. Connections are
+    /// cached and shared by all requests to that peer.
+    pub async fn connection(&self, peer: PeerId) -> Result<quinn::Connection, TransportError> {
         let addr = *self
             .addresses
+            .read()
+            .unwrap_or_else(PoisonError::into_inner)
             .get(&peer)
             .ok_or(TransportError::UnknownPeer { peer })?;
         let slot = self.slot(peer);
@@ -423,7 +444,8 @@ impl Transport for QuicTransport {
         write_raw_frame(&mut send, &payload)
             .await
             .map_err(|error| unreachable(error.to_string()))?;
-        send.finish().map_err(|error| unreachable(error.to_string()))
+        send.finish()
+            .map_err(|error| unreachable(error.to_string()))
     }
 }
 

@@ -11,9 +11,12 @@
 //! - Endgame: once every unfinished chunk is in flight, idle capacity duplicates the oldest
 //!   single-copy requests to another owner; the first good answer wins.
 //! - A chunk that fails its hash marks its peer as lying (never asked again) and goes to the next
-//!   owner; a refusal or timeout moves the chunk to the next owner; an unreachable peer, or one
-//!   that times out repeatedly, is dropped for the rest of the fetch.
-//! - When a chunk has no owner left to try, the fetch fails, naming every such chunk.
+//!   owner; a refusal moves the chunk to the next owner for good. A timeout halves the peer's
+//!   throughput estimate, so the chunk usually goes elsewhere, but a slow peer may be asked
+//!   again. An unreachable peer, or one that times out repeatedly in a row, is dropped for the
+//!   rest of the fetch.
+//! - When a chunk has no owner left to try, or has been asked `max_requests_per_chunk` times,
+//!   the fetch fails, naming every such chunk.
 
 use std::collections::{BTreeMap, BTreeSet};
 
@@ -44,6 +47,8 @@ pub struct SchedulerConfig {
     pub total_in_flight: usize,
     /// Consecutive timeouts after which a peer is treated as unreachable.
     pub timeouts_before_dead: u32,
+    /// Requests for one chunk after which it is given up.
+    pub max_requests_per_chunk: u32,
     /// RTT assumed for a peer not yet heard from.
     pub initial_rtt_ms: u64,
     /// Throughput assumed for a peer not yet heard from, in bytes per millisecond.
@@ -55,7 +60,8 @@ impl Default for SchedulerConfig {
         Self {
             per_peer_in_flight: 16,
             total_in_flight: 64,
-            timeouts_before_dead: 2,
+            timeouts_before_dead: 3,
+            max_requests_per_chunk: 8,
             initial_rtt_ms: 5,
             initial_throughput_bytes_per_ms: 50_000,
         }
@@ -140,7 +146,7 @@ impl PeerState {
 #[derive(Clone, Debug, Default)]
 struct ChunkState {
     done: bool,
-    /// Owners already asked (answered or outstanding) for this chunk.
+    /// Owners not to ask (again) for this chunk: outstanding, refused it, or served it.
     tried: BTreeSet<PeerId>,
     outstanding: Vec<RequestId>,
     requests_sent: u32,
@@ -231,8 +237,7 @@ impl FetchScheduler {
                 return;
             }
             let state = &self.state[chunk];
-            if state.done || !state.outstanding.is_empty() || self.failed.contains(&chunk)
-            {
+            if state.done || !state.outstanding.is_empty() || self.failed.contains(&chunk) {
                 continue;
             }
             if let Some(peer) = self.best_owner(chunk) {
@@ -242,10 +247,9 @@ impl FetchScheduler {
     }
 
     fn all_unfinished_in_flight(&self) -> bool {
-        self.state
-            .iter()
-            .enumerate()
-            .all(|(chunk, state)| state.done || !state.outstanding.is_empty() || self.failed.contains(&chunk))
+        self.state.iter().enumerate().all(|(chunk, state)| {
+            state.done || !state.outstanding.is_empty() || self.failed.contains(&chunk)
+        })
     }
 
     /// Duplicates single-copy requests, oldest first, while capacity remains.
@@ -347,10 +351,16 @@ impl FetchScheduler {
             }
             Event::Refused { .. } => None,
             Event::Timeout { .. } => {
+                // Slow is not wrong: the peer may be asked for this chunk again, but its
+                // estimate drops so faster owners win first.
+                self.state[chunk].tried.remove(&request.peer);
                 let limit = self.config.timeouts_before_dead;
+                let waited_ms = now_ms.saturating_sub(request.sent_ms) as f64;
                 self.mark(request.peer, |peer| {
                     peer.consecutive_timeouts += 1;
                     peer.dead |= peer.consecutive_timeouts >= limit;
+                    peer.throughput_bytes_per_ms = (peer.throughput_bytes_per_ms / 2.0).max(1e-3);
+                    peer.rtt_ms = peer.rtt_ms.max(waited_ms);
                 });
                 None
             }
@@ -410,7 +420,7 @@ impl FetchScheduler {
             let askable = spec.owners.iter().any(|owner| {
                 !state.tried.contains(owner) && self.peers.get(owner).is_some_and(PeerState::usable)
             });
-            if !askable {
+            if !askable || state.requests_sent >= self.config.max_requests_per_chunk {
                 self.failed.insert(chunk);
             }
         }
@@ -430,7 +440,11 @@ impl FetchScheduler {
             Some(Ok(self.outcome.clone()))
         } else {
             Some(Err(FetchError::Unavailable {
-                chunks: self.failed.iter().map(|chunk| self.chunks[*chunk].index).collect(),
+                chunks: self
+                    .failed
+                    .iter()
+                    .map(|chunk| self.chunks[*chunk].index)
+                    .collect(),
             }))
         }
     }
@@ -510,7 +524,8 @@ mod tests {
             *per_peer.entry(send.peer).or_insert(0) += 1;
         }
         assert!(per_peer.values().all(|count| *count <= 4));
-        let mut scheduler = FetchScheduler::new(chunks(60, &owners), SchedulerConfig::default()).unwrap();
+        let mut scheduler =
+            FetchScheduler::new(chunks(60, &owners), SchedulerConfig::default()).unwrap();
         let (outcome, asked) = drive(&mut scheduler, |_, id| Event::ChunkOk { id }, |_| 10);
         let outcome = outcome.unwrap();
         assert_eq!(outcome.peers_used.len(), 3);
@@ -562,11 +577,9 @@ mod tests {
         let dead = peer(1);
         let stuck = peer(2);
         let good = peer(3);
-        let mut scheduler = FetchScheduler::new(
-            chunks(30, &[dead, stuck, good]),
-            SchedulerConfig::default(),
-        )
-        .unwrap();
+        let mut scheduler =
+            FetchScheduler::new(chunks(30, &[dead, stuck, good]), SchedulerConfig::default())
+                .unwrap();
         let (outcome, _) = drive(
             &mut scheduler,
             |p, id| match p {
@@ -581,7 +594,11 @@ mod tests {
         // finished without waiting for its timeouts.
         assert_eq!(outcome.dead_peers, BTreeSet::from([dead]));
         assert_eq!(outcome.peers_used, BTreeSet::from([good]));
-        assert_eq!(scheduler.in_flight(), 16, "the stuck peer's requests are abandoned");
+        assert_eq!(
+            scheduler.in_flight(),
+            16,
+            "the stuck peer's requests are abandoned"
+        );
     }
 
     #[test]
@@ -619,14 +636,23 @@ mod tests {
         let first = scheduler.poll_sends(0);
         assert_eq!(first.len(), 2, "one request plus one endgame duplicate");
         assert_ne!(first[0].peer, first[1].peer);
-        assert_eq!(scheduler.handle(Event::ChunkOk { id: first[1].id }, 3), Some(0));
+        assert_eq!(
+            scheduler.handle(Event::ChunkOk { id: first[1].id }, 3),
+            Some(0)
+        );
         // The late duplicate is ignored.
-        assert_eq!(scheduler.handle(Event::ChunkOk { id: first[0].id }, 90), None);
-        assert_eq!(scheduler.outcome(), Some(Ok(Outcome {
-            peers_used: BTreeSet::from([first[1].peer]),
-            chunks_refetched: 1,
-            ..Outcome::default()
-        })));
+        assert_eq!(
+            scheduler.handle(Event::ChunkOk { id: first[0].id }, 90),
+            None
+        );
+        assert_eq!(
+            scheduler.outcome(),
+            Some(Ok(Outcome {
+                peers_used: BTreeSet::from([first[1].peer]),
+                chunks_refetched: 1,
+                ..Outcome::default()
+            }))
+        );
     }
 
     #[test]

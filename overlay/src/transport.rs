@@ -139,10 +139,12 @@ impl MemoryTransport {
         });
         let (mut recv, mut send) = tokio::io::split(client);
         write_frame(&mut send, &request).await.map_err(bad_reply)?;
-        send.shutdown().await.map_err(|error| TransportError::Unreachable {
-            peer,
-            reason: error.to_string(),
-        })?;
+        send.shutdown()
+            .await
+            .map_err(|error| TransportError::Unreachable {
+                peer,
+                reason: error.to_string(),
+            })?;
         let body = read_only_frame(&mut recv, MAX_FRAME_BYTES)
             .await
             .map_err(bad_reply)?;

@@ -156,7 +156,10 @@ pub async fn write_raw_frame<W: AsyncWrite + Unpin>(
             limit_bytes: u64::from(MAX_FRAME_BYTES),
         })?;
     let io = |error: std::io::Error| FrameError::Io(error.to_string());
-    writer.write_all(&size_bytes.to_be_bytes()).await.map_err(io)?;
+    writer
+        .write_all(&size_bytes.to_be_bytes())
+        .await
+        .map_err(io)?;
     writer.write_all(payload).await.map_err(io)
 }
 
@@ -185,7 +188,10 @@ pub async fn read_only_frame<R: AsyncRead + Unpin>(
     }
 }
 
-async fn read_exact<R: AsyncRead + Unpin>(reader: &mut R, buf: &mut [u8]) -> Result<(), FrameError> {
+async fn read_exact<R: AsyncRead + Unpin>(
+    reader: &mut R,
+    buf: &mut [u8],
+) -> Result<(), FrameError> {
     match reader.read_exact(buf).await {
         Ok(_) => Ok(()),
         Err(error) if error.kind() == std::io::ErrorKind::UnexpectedEof => {
@@ -256,7 +262,8 @@ mod tests {
             (hash(), proptest::collection::vec(any::<u8>(), 0..2000))
                 .prop_map(|(hash, bytes)| Request::PutChunk { hash, bytes }),
             hash().prop_map(|hash| Request::GetChunk { hash }),
-            proptest::collection::vec(hash(), 0..50).prop_map(|hashes| Request::HasChunks { hashes }),
+            proptest::collection::vec(hash(), 0..50)
+                .prop_map(|hashes| Request::HasChunks { hashes }),
         ]
     }
 
