@@ -1,5 +1,32 @@
-//! One member's node (not built yet; see issue 5 and `DESIGN.md` § Node).
+//! One BlockTorrent member's node, as a library: the binary `blocktorrent` and the simulator
+//! both run it.
 //!
-//! Will hold: the node library wiring ledger, overlay, keyshare and the private database, the admin
-//! API, and the `blocktorrent` binary (`init`, `run`, `cluster`, `store`, `request`, `fetch`,
-//! `status`, `file show`, `chain verify`, `demo`).
+//! What it does: wires a [`ledger::Replica`] (ticked on a timer, its Raft messages carried by
+//! the overlay), an [`overlay`] peer (serving chunks, pushing and fetching them) and
+//! [`keyshare`] into the store flow ([`Node::store`]), the holder's duties (automatic share
+//! checks, releases and denials) and the recreate flow ([`Node::request`], [`Node::fetch`]),
+//! over a private record database ([`PrivateDb`]). [`api`] is the admin HTTP API; [`config`]
+//! the files `blocktorrent init` writes; [`demo`] the one-process demonstration.
+//!
+//! What it does not do: own the clock, the RNG seed, the transport or the disks — they are
+//! passed in ([`NodeOptions`]), so the same code runs under the simulator's virtual time.
+
+pub mod api;
+pub mod config;
+pub mod demo;
+mod error;
+mod holder;
+mod metrics;
+mod node;
+mod ops;
+mod private;
+mod recreate;
+mod store;
+
+pub use error::Error;
+pub use metrics::Metrics;
+pub use node::{Clock, Node, NodeOptions, Receipt, Stores, system_clock};
+pub use ops::{ChainReport, Status};
+pub use private::{PrivateDb, RecordKey, SharedRecord};
+pub use recreate::{FetchReceipt, Progress, RequestReceipt};
+pub use store::{FILES_STREAM, StoreReceipt};

@@ -166,14 +166,14 @@ pub async fn push<T: Transport>(
 ) -> PushReport {
     let mut report = PushReport::default();
     let mut tasks = JoinSet::new();
-    let jobs = items
+    let mut jobs: std::collections::VecDeque<(usize, PeerId)> = items
         .iter()
         .enumerate()
-        .flat_map(|(position, item)| item.owners.iter().map(move |owner| (position, *owner)));
-    let mut jobs = jobs.peekable();
-    while jobs.peek().is_some() || !tasks.is_empty() {
+        .flat_map(|(position, item)| item.owners.iter().map(move |owner| (position, *owner)))
+        .collect();
+    while !jobs.is_empty() || !tasks.is_empty() {
         while tasks.len() < max_in_flight.max(1)
-            && let Some((position, owner)) = jobs.next()
+            && let Some((position, owner)) = jobs.pop_front()
         {
             let transport = transport.clone();
             let item = &items[position];

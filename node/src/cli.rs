@@ -1,0 +1,493 @@
+//! Command-line parsing and dispatch (the contract in DESIGN.md's "Command line").
+
+#![allow(clippy::print_stdout, clippy::print_stderr)]
+
+use std::io::IsTerminal;
+use std::path::{Path, PathBuf};
+use std::time::Duration;
+
+use anyhow::{Context, anyhow};
+use clap::{Parser, Subcommand};
+use keyshare::FileId;
+use node::api::{FetchBody, FileView, RequestBody};
+use node::demo::{DemoOptions, human_bytes};
+use node::{ChainReport, FetchReceipt, RequestReceipt, Status, StoreReceipt};
+use serde::Serialize;
+
+use crate::client::Client;
+
+/// BlockTorrent: share private supply-chain data so an auditor can always recreate it.
+#[derive(Parser, Debug)]
+#[command(name = "blocktorrent", version, about, long_about = None)]
+pub(crate) struct Cli {
+    #[command(subcommand)]
+    pub(crate) command: Command,
+}
+
+#[derive(Subcommand, Debug)]
+pub(crate) enum Command {
+    /// Run a whole consortium in this process on loopback: store a sensor dataset as member-1,
+    /// stop member-1, recreate the file as the auditor, check it byte for byte.
+    Demo {
+        /// Consortium size (3..=16); the last member audits.
+        #[arg(long, default_value_t = 4)]
+        members: u32,
+        /// Dataset size, e.g. 16MiB, 500KB, 1GiB.
+        #[arg(long, default_value = "16MiB", value_parser = parse_size)]
+        file_size: u64,
+        /// Seed for keys, data and node RNGs.
+        #[arg(long, default_value_t = 7)]
+        seed: u64,
+        /// Print one JSON object instead of the story.
+        #[arg(long)]
+        json: bool,
+    },
+    /// Write a consortium: DIR/genesis.toml and DIR/member-K/{node.toml,keys}.
+    Init {
+        /// Directory to create.
+        #[arg(long)]
+        dir: PathBuf,
+        /// Number of members.
+        #[arg(long)]
+        members: u32,
+        /// Shares needed to rebuild a file key (default: a majority of the holders).
+        #[arg(long)]
+        threshold: Option<u32>,
+        /// Owner peers per chunk (default: min(3, members − 1)).
+        #[arg(long)]
+        replication: Option<u32>,
+        /// Member K listens on BASE+K (QUIC) and BASE+100+K (admin API).
+        #[arg(long, default_value_t = 7100)]
+        base_port: u16,
+        /// Comma-separated host IPs, one per member (cycled); default 127.0.0.1.
+        #[arg(long, value_delimiter = ',')]
+        hosts: Vec<String>,
+        /// Name of the auditor (default: the last member).
+        #[arg(long)]
+        auditor: Option<String>,
+        /// Chunk size for new files.
+        #[arg(long, default_value = "256KiB", value_parser = parse_size)]
+        chunk_size: u64,
+        /// Print one JSON object.
+        #[arg(long)]
+        json: bool,
+    },
+    /// Run one member's node in the foreground; SIGINT/SIGTERM stop it cleanly.
+    Run {
+        /// The member's node.toml.
+        #[arg(long)]
+        config: PathBuf,
+    },
+    /// Start, stop or inspect every member of DIR as background processes.
+    Cluster {
+        #[command(subcommand)]
+        action: ClusterAction,
+    },
+    /// Store a file: it is encrypted, chunked, pushed to its owners and registered on chain.
+    Store {
+        /// The member's node.toml.
+        #[arg(long)]
+        config: PathBuf,
+        /// The file to store.
+        path: PathBuf,
+        /// Print one JSON object: {file_id, bytes, chunks, height}.
+        #[arg(long)]
+        json: bool,
+    },
+    /// File an access request for a file (auditor role).
+    Request {
+        /// The member's node.toml.
+        #[arg(long)]
+        config: PathBuf,
+        /// The file id (64 hex digits).
+        file_id: FileId,
+        /// Why, recorded on chain.
+        #[arg(long, default_value = "audit")]
+        reason: String,
+        /// Print one JSON object: {request_id, height}.
+        #[arg(long)]
+        json: bool,
+    },
+    /// Recreate a file after `request`: gather released shares, fetch, verify, decrypt.
+    Fetch {
+        /// The member's node.toml.
+        #[arg(long)]
+        config: PathBuf,
+        /// The file id.
+        file_id: FileId,
+        /// Where to write it (atomically).
+        #[arg(long)]
+        out: PathBuf,
+        /// Seconds to wait for enough released shares.
+        #[arg(long, default_value_t = 60)]
+        timeout: u64,
+        /// Print one JSON object: {file_id, bytes, chunks, peers_used, chunks_refetched, seconds}.
+        #[arg(long)]
+        json: bool,
+    },
+    /// The node's view: height, head, leader, peers online, files.
+    Status {
+        /// The member's node.toml.
+        #[arg(long)]
+        config: PathBuf,
+        /// Print one JSON object.
+        #[arg(long)]
+        json: bool,
+    },
+    /// Master tables.
+    File {
+        #[command(subcommand)]
+        action: FileAction,
+    },
+    /// The chain.
+    Chain {
+        #[command(subcommand)]
+        action: ChainAction,
+    },
+}
+
+#[derive(Subcommand, Debug)]
+pub(crate) enum ClusterAction {
+    /// Start every member of DIR in the background and wait until they answer.
+    Up {
+        /// The directory `init` wrote.
+        #[arg(long)]
+        dir: PathBuf,
+        /// Print one JSON object.
+        #[arg(long)]
+        json: bool,
+    },
+    /// Stop every member of DIR.
+    Down {
+        /// The directory `init` wrote.
+        #[arg(long)]
+        dir: PathBuf,
+        /// Print one JSON object.
+        #[arg(long)]
+        json: bool,
+    },
+    /// Show which members of DIR are running.
+    Status {
+        /// The directory `init` wrote.
+        #[arg(long)]
+        dir: PathBuf,
+        /// Print one JSON object.
+        #[arg(long)]
+        json: bool,
+    },
+}
+
+#[derive(Subcommand, Debug)]
+pub(crate) enum FileAction {
+    /// Print a file's master table.
+    Show {
+        /// The member's node.toml.
+        #[arg(long)]
+        config: PathBuf,
+        /// The file id.
+        file_id: FileId,
+        /// Print one JSON object.
+        #[arg(long)]
+        json: bool,
+    },
+}
+
+#[derive(Subcommand, Debug)]
+pub(crate) enum ChainAction {
+    /// Re-check the hash chain, every signature and every contract result from genesis.
+    Verify {
+        /// The member's node.toml.
+        #[arg(long)]
+        config: PathBuf,
+        /// Print one JSON object.
+        #[arg(long)]
+        json: bool,
+    },
+}
+
+/// Parses `16MiB`, `500KB`, `1GiB`, `1024`.
+fn parse_size(text: &str) -> Result<u64, String> {
+    let text = text.trim();
+    let split = text
+        .find(|c: char| !c.is_ascii_digit() && c != '.')
+        .unwrap_or(text.len());
+    let (number, unit) = text.split_at(split);
+    let number: f64 = number
+        .parse()
+        .map_err(|_| format!("{text} is not a size like 16MiB"))?;
+    let factor: f64 = match unit.trim().to_ascii_lowercase().as_str() {
+        "" | "b" => 1.0,
+        "kb" => 1e3,
+        "mb" => 1e6,
+        "gb" => 1e9,
+        "kib" | "k" => 1024.0,
+        "mib" | "m" => 1024.0 * 1024.0,
+        "gib" | "g" => 1024.0 * 1024.0 * 1024.0,
+        other => return Err(format!("unknown size unit {other:?} (use B, KiB, MiB, GiB, KB, MB, GB)")),
+    };
+    Ok((number * factor) as u64)
+}
+
+pub(crate) fn init_tracing(command: &Command) {
+    let default = match command {
+        Command::Run { .. } => "info",
+        _ => "warn",
+    };
+    let filter = tracing_subscriber::EnvFilter::try_from_default_env()
+        .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new(default));
+    let _ = tracing_subscriber::fmt()
+        .with_env_filter(filter)
+        .with_writer(std::io::stderr)
+        .try_init();
+}
+
+fn print_json<T: Serialize>(value: &T) -> anyhow::Result<()> {
+    println!("{}", serde_json::to_string(value)?);
+    Ok(())
+}
+
+/// Requests that wait on the ledger or the network get this long.
+const CALL_TIMEOUT: Duration = Duration::from_secs(300);
+
+pub(crate) fn dispatch(cli: Cli) -> anyhow::Result<()> {
+    match cli.command {
+        Command::Demo {
+            members,
+            file_size,
+            seed,
+            json,
+        } => demo(members, file_size, seed, json),
+        Command::Init {
+            dir,
+            members,
+            threshold,
+            replication,
+            base_port,
+            hosts,
+            auditor,
+            chunk_size,
+            json,
+        } => {
+            let chunk_size_bytes = u32::try_from(chunk_size)
+                .map_err(|_| anyhow!("--chunk-size {chunk_size} is too large"))?;
+            let options = node::config::InitOptions {
+                members,
+                threshold,
+                replication,
+                base_port,
+                hosts,
+                auditor,
+                chunk_size_bytes,
+            };
+            let mut rng = rand::make_rng::<rand::rngs::StdRng>();
+            let configs = node::config::init(&dir, &options, &mut rng)?;
+            if json {
+                print_json(&serde_json::json!({
+                    "dir": dir,
+                    "genesis": dir.join("genesis.toml"),
+                    "configs": configs,
+                }))
+            } else {
+                println!("Wrote {} with {members} members:", dir.join("genesis.toml").display());
+                for config in configs {
+                    println!("  {}", config.display());
+                }
+                Ok(())
+            }
+        }
+        Command::Run { config } => crate::run::run(&config),
+        Command::Cluster { action } => match action {
+            ClusterAction::Up { dir, json } => crate::cluster::up(&dir, json),
+            ClusterAction::Down { dir, json } => crate::cluster::down(&dir, json),
+            ClusterAction::Status { dir, json } => crate::cluster::status(&dir, json),
+        },
+        Command::Store { config, path, json } => store(&config, &path, json),
+        Command::Request {
+            config,
+            file_id,
+            reason,
+            json,
+        } => {
+            let client = Client::from_config(&config, CALL_TIMEOUT)?;
+            let receipt: RequestReceipt =
+                client.post_json("/v1/request", &RequestBody { file_id, reason })?;
+            if json {
+                print_json(&receipt)
+            } else {
+                println!(
+                    "Access request {} recorded in block {}.",
+                    receipt.request_id, receipt.height
+                );
+                Ok(())
+            }
+        }
+        Command::Fetch {
+            config,
+            file_id,
+            out,
+            timeout,
+            json,
+        } => fetch(&config, file_id, &out, timeout, json),
+        Command::Status { config, json } => {
+            let client = Client::from_config(&config, Duration::from_secs(30))?;
+            let status: Status = client.get("/v1/status")?;
+            if json {
+                print_json(&status)
+            } else {
+                println!(
+                    "{}: height {}, head {}, leader {}, {} peers online, {} files",
+                    status.member,
+                    status.height,
+                    status.head_hash,
+                    status.leader.as_deref().unwrap_or("unknown"),
+                    status.peers_online,
+                    status.files
+                );
+                Ok(())
+            }
+        }
+        Command::File {
+            action:
+                FileAction::Show {
+                    config,
+                    file_id,
+                    json,
+                },
+        } => {
+            let client = Client::from_config(&config, Duration::from_secs(30))?;
+            let view: FileView = client.get(&format!("/v1/file/{file_id}"))?;
+            if json {
+                print_json(&view)
+            } else {
+                show_file(&view);
+                Ok(())
+            }
+        }
+        Command::Chain {
+            action: ChainAction::Verify { config, json },
+        } => {
+            let client = Client::from_config(&config, CALL_TIMEOUT)?;
+            let report: ChainReport = client.get("/v1/chain/verify")?;
+            if json {
+                print_json(&report)?;
+            } else if report.ok {
+                println!(
+                    "Chain verified: {} blocks, {} transactions, head {}.",
+                    report.blocks, report.txs, report.head_hash
+                );
+            }
+            match report.problem {
+                None => Ok(()),
+                Some(problem) => Err(anyhow!("chain verification failed: {problem}")),
+            }
+        }
+    }
+}
+
+fn show_file(view: &FileView) {
+    println!("file        {}", view.file_id);
+    println!("owner       {}", view.owner);
+    println!("size        {} ({} bytes)", human_bytes(view.size_bytes), view.size_bytes);
+    println!("chunks      {} × {}", view.chunks, human_bytes(u64::from(view.chunk_size_bytes)));
+    println!("stored at   {} ms (block {})", view.timestamp_ms, view.height);
+    println!("shares      {}-of-{} held by {}", view.threshold, view.holders.len(), view.holders.join(", "));
+    println!("deposited   {}", if view.shares_deposited { "yes" } else { "no" });
+    if !view.complaints.is_empty() {
+        println!("complaints  {}", view.complaints.join(", "));
+    }
+    for (index, (hash, owners)) in view.chunk_hashes.iter().zip(&view.chunk_owners).enumerate() {
+        println!("  chunk {index:>5}  {hash}  {}", owners.join(", "));
+    }
+}
+
+fn store(config: &Path, path: &Path, json: bool) -> anyhow::Result<()> {
+    let client = Client::from_config(config, CALL_TIMEOUT)?;
+    let bytes = std::fs::read(path).with_context(|| format!("cannot read {}", path.display()))?;
+    let spinner = spinner(json, format!("storing {}", human_bytes(bytes.len() as u64)));
+    let receipt: StoreReceipt = client.post_bytes("/v1/store", &bytes)?;
+    spinner.finish_and_clear();
+    if json {
+        print_json(&receipt)
+    } else {
+        println!(
+            "Stored {} as file {} ({} chunks, registered in block {}).",
+            path.display(),
+            receipt.file_id,
+            receipt.chunks,
+            receipt.height
+        );
+        Ok(())
+    }
+}
+
+fn fetch(config: &Path, file_id: FileId, out: &Path, timeout: u64, json: bool) -> anyhow::Result<()> {
+    let out = std::path::absolute(out)
+        .with_context(|| format!("cannot resolve {}", out.display()))?;
+    if let Some(parent) = out.parent()
+        && !parent.is_dir()
+    {
+        return Err(anyhow!("cannot write {}: {} is not a directory", out.display(), parent.display()));
+    }
+    let client = Client::from_config(config, Duration::from_secs(timeout) + CALL_TIMEOUT)?;
+    let spinner = spinner(json, format!("recreating {file_id}"));
+    let receipt: FetchReceipt = client.post_json(
+        "/v1/fetch",
+        &FetchBody {
+            file_id,
+            out: out.clone(),
+            timeout_secs: timeout,
+        },
+    )?;
+    spinner.finish_and_clear();
+    if json {
+        print_json(&receipt)
+    } else {
+        println!(
+            "Recreated {} into {}: {} chunks from {} peers ({} refetched) in {:.2} s.",
+            human_bytes(receipt.bytes),
+            out.display(),
+            receipt.chunks,
+            receipt.peers_used,
+            receipt.chunks_refetched,
+            receipt.seconds
+        );
+        if !receipt.lying_peers.is_empty() {
+            println!("Peers that served corrupt chunks: {}", receipt.lying_peers.join(", "));
+        }
+        Ok(())
+    }
+}
+
+/// A spinner on stderr when it is a terminal and output is not JSON; hidden otherwise.
+fn spinner(json: bool, message: String) -> indicatif::ProgressBar {
+    if json || !std::io::stderr().is_terminal() {
+        return indicatif::ProgressBar::hidden();
+    }
+    let bar = indicatif::ProgressBar::new_spinner().with_message(message);
+    bar.enable_steady_tick(Duration::from_millis(100));
+    bar
+}
+
+fn demo(members: u32, file_size: u64, seed: u64, json: bool) -> anyhow::Result<()> {
+    let runtime = tokio::runtime::Runtime::new().context("starting the async runtime")?;
+    let options = DemoOptions {
+        members,
+        file_size_bytes: file_size,
+        seed,
+    };
+    let report = runtime.block_on(node::demo::run(&options, |line| {
+        if !json {
+            println!("{line}");
+        }
+    }))?;
+    if json {
+        print_json(&report)?;
+    }
+    if !report.identical {
+        return Err(anyhow!("the recreated file differs from the original"));
+    }
+    if !report.chain_ok {
+        return Err(anyhow!("the auditor's chain did not verify"));
+    }
+    Ok(())
+}

@@ -1,0 +1,151 @@
+//! The node's error type. Each variant names the input or the party at fault, because these
+//! messages reach users as the CLI's one-sentence errors.
+
+use std::path::PathBuf;
+
+use keyshare::FileId;
+
+/// Any failure of the node library.
+#[derive(Debug, thiserror::Error)]
+pub enum Error {
+    /// A config or genesis file is missing, unreadable or invalid.
+    #[error("{path}: {reason}")]
+    Config {
+        /// The file.
+        path: PathBuf,
+        /// What is wrong with it.
+        reason: String,
+    },
+    /// A file or directory could not be read or written.
+    #[error("{path}: {source}")]
+    Io {
+        /// The path.
+        path: PathBuf,
+        /// The OS error.
+        source: std::io::Error,
+    },
+    /// The ledger failed.
+    #[error("ledger: {0}")]
+    Ledger(#[from] ledger::Error),
+    /// The ledger refused a transaction.
+    #[error("the ledger refused the transaction: {0}")]
+    Submit(#[from] ledger::SubmitError),
+    /// A transaction was ordered but rejected by the contracts.
+    #[error("the ledger rejected the transaction: {0}")]
+    Rejected(ledger::Rejection),
+    /// The overlay failed.
+    #[error("overlay: {0}")]
+    Overlay(#[from] overlay::Error),
+    /// Key-share or chunk cryptography failed.
+    #[error("crypto: {0}")]
+    Crypto(#[from] keyshare::Error),
+    /// A local database failed.
+    #[error("database: {0}")]
+    Database(String),
+    /// No master table for this file id.
+    #[error("file {file} is not on the ledger")]
+    UnknownFile {
+        /// The id asked for.
+        file: FileId,
+    },
+    /// The caller has not requested access to this file.
+    #[error("no access request by this member for file {file}; run `blocktorrent request` first")]
+    NoAccessRequest {
+        /// The file.
+        file: FileId,
+    },
+    /// Fewer verified shares were released than the threshold.
+    #[error("only {have} of the {need} shares needed for file {file} were released and verified")]
+    NotEnoughShares {
+        /// The file.
+        file: FileId,
+        /// Verified shares released.
+        have: usize,
+        /// The threshold.
+        need: u32,
+    },
+    /// Owners did not acknowledge chunks.
+    #[error("{failed} chunk pushes were not acknowledged (first: {first})")]
+    PushFailed {
+        /// How many (chunk, owner) pushes failed.
+        failed: usize,
+        /// The first failure.
+        first: String,
+    },
+    /// Something did not happen in time.
+    #[error("timed out after {seconds} s waiting for {what}")]
+    Timeout {
+        /// What was awaited.
+        what: String,
+        /// How long.
+        seconds: u64,
+    },
+    /// The node is shutting down.
+    #[error("the node is stopping")]
+    Stopped,
+    /// Bad input from a caller.
+    #[error("{0}")]
+    Invalid(String),
+}
+
+impl Error {
+    pub(crate) fn io(path: impl Into<PathBuf>, source: std::io::Error) -> Self {
+        Self::Io {
+            path: path.into(),
+            source,
+        }
+    }
+
+    pub(crate) fn config(path: impl Into<PathBuf>, reason: impl ToString) -> Self {
+        Self::Config {
+            path: path.into(),
+            reason: reason.to_string(),
+        }
+    }
+}
+
+macro_rules! database_errors {
+    ($($ty:ty),*) => {$(
+        impl From<$ty> for Error {
+            fn from(error: $ty) -> Self {
+                Error::Database(error.to_string())
+            }
+        }
+    )*};
+}
+
+database_errors!(
+    redb::DatabaseError,
+    redb::TransactionError,
+    redb::TableError,
+    redb::StorageError,
+    redb::CommitError
+);
+
+impl From<overlay::StoreError> for Error {
+    fn from(error: overlay::StoreError) -> Self {
+        Self::Overlay(error.into())
+    }
+}
+
+impl From<overlay::QuicError> for Error {
+    fn from(error: overlay::QuicError) -> Self {
+        Self::Invalid(error.to_string())
+    }
+}
+
+macro_rules! crypto_errors {
+    ($($ty:ty),*) => {$(
+        impl From<$ty> for Error {
+            fn from(error: $ty) -> Self {
+                Error::Crypto(error.into())
+            }
+        }
+    )*};
+}
+
+crypto_errors!(
+    keyshare::ChunkError,
+    keyshare::ShareError,
+    keyshare::SealError
+);

@@ -1,0 +1,74 @@
+//! `blocktorrent run`: one member's node in the foreground until SIGINT, SIGTERM or an API
+//! shutdown.
+
+use std::sync::Arc;
+use std::time::Duration;
+
+use anyhow::Context;
+use node::config::Loaded;
+use node::{Node, NodeOptions, Stores};
+use overlay::{PeerId, QuicTransport};
+use rand::Rng;
+use tokio::sync::Notify;
+
+/// Raft tick interval of a real node.
+const TICK: Duration = Duration::from_millis(50);
+
+pub(crate) fn run(config: &std::path::Path) -> anyhow::Result<()> {
+    let loaded = Loaded::load(config)?;
+    let keys = loaded.keys()?;
+    let token = loaded.token()?;
+    let runtime = tokio::runtime::Runtime::new().context("starting the async runtime")?;
+    runtime.block_on(serve(loaded, keys, token))
+}
+
+async fn serve(loaded: Loaded, keys: node::config::Keys, token: String) -> anyhow::Result<()> {
+    let admin = tokio::net::TcpListener::bind(loaded.config.admin)
+        .await
+        .with_context(|| format!("cannot listen for the admin API on {}", loaded.config.admin))?;
+    let stores = Stores::open_dir(&loaded.config.data_dir, loaded.config.quota_bytes_per_member)?;
+    let listen = loaded.listen();
+    let book = loaded
+        .consortium
+        .members
+        .iter()
+        .map(|m| (PeerId::from_bytes(*m.id.as_bytes()), m.listen))
+        .collect();
+    let signing = keys.signing.clone();
+    let seed = rand::make_rng::<rand::rngs::StdRng>().next_u64();
+    let node = Node::start(
+        NodeOptions {
+            consortium: loaded.consortium.clone(),
+            name: loaded.config.name.clone(),
+            keys,
+            stores,
+            policy: loaded.config.policy.clone(),
+            seed,
+            clock: node::system_clock(),
+            tick: TICK,
+        },
+        move |handler| Ok(Arc::new(QuicTransport::bind(&signing, listen, book, handler)?)),
+    )?;
+    let node = Arc::new(node);
+    let shutdown = Arc::new(Notify::new());
+    let app = node::api::router(node.clone(), token, shutdown.clone());
+    tracing::info!(member = %loaded.config.name, %listen, admin = %loaded.config.admin, "node running");
+    let stop = async move {
+        let mut terminate =
+            tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate()).ok();
+        tokio::select! {
+            biased;
+            _ = tokio::signal::ctrl_c() => {}
+            _ = async { match terminate.as_mut() { Some(s) => { s.recv().await; } None => std::future::pending().await } } => {}
+            () = shutdown.notified() => {}
+        }
+        tracing::info!("stopping");
+    };
+    axum::serve(admin, app)
+        .with_graceful_shutdown(stop)
+        .await
+        .context("admin API failed")?;
+    node.shutdown().await;
+    node.transport().shutdown().await;
+    Ok(())
+}
