@@ -223,7 +223,11 @@ fn parse_size(text: &str) -> Result<u64, String> {
         "kib" | "k" => 1024.0,
         "mib" | "m" => 1024.0 * 1024.0,
         "gib" | "g" => 1024.0 * 1024.0 * 1024.0,
-        other => return Err(format!("unknown size unit {other:?} (use B, KiB, MiB, GiB, KB, MB, GB)")),
+        other => {
+            return Err(format!(
+                "unknown size unit {other:?} (use B, KiB, MiB, GiB, KB, MB, GB)"
+            ));
+        }
     };
     Ok((number * factor) as u64)
 }
@@ -288,7 +292,10 @@ pub(crate) fn dispatch(cli: Cli) -> anyhow::Result<()> {
                     "configs": configs,
                 }))
             } else {
-                println!("Wrote {} with {members} members:", dir.join("genesis.toml").display());
+                println!(
+                    "Wrote {} with {members} members:",
+                    dir.join("genesis.toml").display()
+                );
                 for config in configs {
                     println!("  {}", config.display());
                 }
@@ -387,11 +394,30 @@ pub(crate) fn dispatch(cli: Cli) -> anyhow::Result<()> {
 fn show_file(view: &FileView) {
     println!("file        {}", view.file_id);
     println!("owner       {}", view.owner);
-    println!("size        {} ({} bytes)", human_bytes(view.size_bytes), view.size_bytes);
-    println!("chunks      {} × {}", view.chunks, human_bytes(u64::from(view.chunk_size_bytes)));
-    println!("stored at   {} ms (block {})", view.timestamp_ms, view.height);
-    println!("shares      {}-of-{} held by {}", view.threshold, view.holders.len(), view.holders.join(", "));
-    println!("deposited   {}", if view.shares_deposited { "yes" } else { "no" });
+    println!(
+        "size        {} ({} bytes)",
+        human_bytes(view.size_bytes),
+        view.size_bytes
+    );
+    println!(
+        "chunks      {} × {}",
+        view.chunks,
+        human_bytes(u64::from(view.chunk_size_bytes))
+    );
+    println!(
+        "stored at   {} ms (block {})",
+        view.timestamp_ms, view.height
+    );
+    println!(
+        "shares      {}-of-{} held by {}",
+        view.threshold,
+        view.holders.len(),
+        view.holders.join(", ")
+    );
+    println!(
+        "deposited   {}",
+        if view.shares_deposited { "yes" } else { "no" }
+    );
     if !view.complaints.is_empty() {
         println!("complaints  {}", view.complaints.join(", "));
     }
@@ -420,13 +446,23 @@ fn store(config: &Path, path: &Path, json: bool) -> anyhow::Result<()> {
     }
 }
 
-fn fetch(config: &Path, file_id: FileId, out: &Path, timeout: u64, json: bool) -> anyhow::Result<()> {
-    let out = std::path::absolute(out)
-        .with_context(|| format!("cannot resolve {}", out.display()))?;
+fn fetch(
+    config: &Path,
+    file_id: FileId,
+    out: &Path,
+    timeout: u64,
+    json: bool,
+) -> anyhow::Result<()> {
+    let out =
+        std::path::absolute(out).with_context(|| format!("cannot resolve {}", out.display()))?;
     if let Some(parent) = out.parent()
         && !parent.is_dir()
     {
-        return Err(anyhow!("cannot write {}: {} is not a directory", out.display(), parent.display()));
+        return Err(anyhow!(
+            "cannot write {}: {} is not a directory",
+            out.display(),
+            parent.display()
+        ));
     }
     let client = Client::from_config(config, Duration::from_secs(timeout) + CALL_TIMEOUT)?;
     let spinner = spinner(json, format!("recreating {file_id}"));
@@ -452,7 +488,10 @@ fn fetch(config: &Path, file_id: FileId, out: &Path, timeout: u64, json: bool) -
             receipt.seconds
         );
         if !receipt.lying_peers.is_empty() {
-            println!("Peers that served corrupt chunks: {}", receipt.lying_peers.join(", "));
+            println!(
+                "Peers that served corrupt chunks: {}",
+                receipt.lying_peers.join(", ")
+            );
         }
         Ok(())
     }

@@ -19,24 +19,36 @@ const UP_TIMEOUT: Duration = Duration::from_secs(60);
 const DOWN_TIMEOUT: Duration = Duration::from_secs(15);
 
 fn members(dir: &Path) -> anyhow::Result<Vec<PathBuf>> {
-    let entries = std::fs::read_dir(dir).with_context(|| format!("cannot read {}", dir.display()))?;
+    let entries =
+        std::fs::read_dir(dir).with_context(|| format!("cannot read {}", dir.display()))?;
     let mut members: Vec<(u64, PathBuf)> = entries
         .filter_map(Result::ok)
         .filter_map(|entry| {
             let name = entry.file_name().into_string().ok()?;
             let k: u64 = name.strip_prefix("member-")?.parse().ok()?;
-            entry.path().join("node.toml").is_file().then(|| (k, entry.path()))
+            entry
+                .path()
+                .join("node.toml")
+                .is_file()
+                .then(|| (k, entry.path()))
         })
         .collect();
     members.sort();
     if members.is_empty() {
-        return Err(anyhow!("{} holds no member-K/node.toml; run `blocktorrent init` first", dir.display()));
+        return Err(anyhow!(
+            "{} holds no member-K/node.toml; run `blocktorrent init` first",
+            dir.display()
+        ));
     }
     Ok(members.into_iter().map(|(_, path)| path).collect())
 }
 
 fn read_pid(member: &Path) -> Option<u32> {
-    std::fs::read_to_string(member.join("node.pid")).ok()?.trim().parse().ok()
+    std::fs::read_to_string(member.join("node.pid"))
+        .ok()?
+        .trim()
+        .parse()
+        .ok()
 }
 
 fn alive(pid: u32) -> bool {
@@ -72,7 +84,10 @@ pub(crate) fn up(dir: &Path, json: bool) -> anyhow::Result<()> {
     let members = members(dir)?;
     for member in &members {
         if let Some(pid) = read_pid(member).filter(|pid| alive(*pid)) {
-            return Err(anyhow!("{} is already running (pid {pid}); run `cluster down` first", name_of(member)));
+            return Err(anyhow!(
+                "{} is already running (pid {pid}); run `cluster down` first",
+                name_of(member)
+            ));
         }
     }
     for member in &members {
@@ -110,7 +125,12 @@ pub(crate) fn up(dir: &Path, json: bool) -> anyhow::Result<()> {
             match client.get::<Status>("/v1/status") {
                 Ok(status) if status.leader.is_some() => break status,
                 _ if Instant::now() > deadline => {
-                    return Err(anyhow!("{} did not become ready within {} s; see {}", name_of(member), UP_TIMEOUT.as_secs(), member.join("node.log").display()));
+                    return Err(anyhow!(
+                        "{} did not become ready within {} s; see {}",
+                        name_of(member),
+                        UP_TIMEOUT.as_secs(),
+                        member.join("node.log").display()
+                    ));
                 }
                 _ => std::thread::sleep(Duration::from_millis(200)),
             }
@@ -132,15 +152,21 @@ pub(crate) fn down(dir: &Path, json: bool) -> anyhow::Result<()> {
     for member in &members {
         let pid = read_pid(member);
         if let Some(pid) = pid.filter(|pid| alive(*pid)) {
-            if let Ok(client) = Client::from_config(&member.join("node.toml"), Duration::from_secs(5)) {
-                let _ = client.post_json::<_, serde_json::Value>("/v1/shutdown", &serde_json::json!({}));
+            if let Ok(client) =
+                Client::from_config(&member.join("node.toml"), Duration::from_secs(5))
+            {
+                let _ = client
+                    .post_json::<_, serde_json::Value>("/v1/shutdown", &serde_json::json!({}));
             }
             let deadline = Instant::now() + DOWN_TIMEOUT;
             while alive(pid) && Instant::now() < deadline {
                 std::thread::sleep(Duration::from_millis(100));
             }
             if alive(pid) {
-                let _ = std::process::Command::new("kill").arg("-9").arg(pid.to_string()).status();
+                let _ = std::process::Command::new("kill")
+                    .arg("-9")
+                    .arg(pid.to_string())
+                    .status();
             }
         }
         let _ = std::fs::remove_file(member.join("node.pid"));
@@ -178,7 +204,10 @@ pub(crate) fn status(dir: &Path, json: bool) -> anyhow::Result<()> {
 
 fn report(states: &[MemberState], json: bool, action: &str) -> anyhow::Result<()> {
     if json {
-        println!("{}", serde_json::to_string(&serde_json::json!({ "action": action, "members": states }))?);
+        println!(
+            "{}",
+            serde_json::to_string(&serde_json::json!({ "action": action, "members": states }))?
+        );
         return Ok(());
     }
     for state in states {

@@ -186,7 +186,11 @@ impl Loaded {
         if consortium.member(&config.name).is_none() {
             return Err(Error::config(
                 path,
-                format!("member {} is not in {}", config.name, config.genesis.display()),
+                format!(
+                    "member {} is not in {}",
+                    config.name,
+                    config.genesis.display()
+                ),
             ));
         }
         Ok(Self {
@@ -272,7 +276,10 @@ impl Keys {
         std::fs::create_dir_all(dir).map_err(|error| Error::io(dir, error))?;
         let hex = |bytes: &[u8]| Zeroizing::new(to_hex(bytes));
         write_secret(&dir.join(SIGNING_KEY_FILE), &hex(self.signing.as_bytes()))?;
-        write_secret(&dir.join(SEALING_KEY_FILE), &hex(&self.sealing.to_bytes()[..]))?;
+        write_secret(
+            &dir.join(SEALING_KEY_FILE),
+            &hex(&self.sealing.to_bytes()[..]),
+        )?;
         write_secret(&dir.join(TOKEN_FILE), token)
     }
 }
@@ -383,7 +390,10 @@ pub fn init<R: rand::CryptoRng + ?Sized>(
             quota_bytes_per_member: default_quota(),
         };
         let path = member_dir.join("node.toml");
-        write_text(&path, &toml::to_string(&config).map_err(|e| Error::config(&path, e))?)?;
+        write_text(
+            &path,
+            &toml::to_string(&config).map_err(|e| Error::config(&path, e))?,
+        )?;
         configs.push(path);
         members.push(MemberEntry {
             role: if name == auditor {
@@ -398,7 +408,9 @@ pub fn init<R: rand::CryptoRng + ?Sized>(
         });
     }
     if !members.iter().any(|m| m.role == Role::Auditor) {
-        return Err(Error::Invalid(format!("--auditor {auditor} is not a member")));
+        return Err(Error::Invalid(format!(
+            "--auditor {auditor} is not a member"
+        )));
     }
     let mut chain_id = [0u8; 8];
     rng.fill_bytes(&mut chain_id);
@@ -413,6 +425,9 @@ pub fn init<R: rand::CryptoRng + ?Sized>(
     };
     consortium.validate().map_err(Error::Invalid)?;
     let path = dir.join("genesis.toml");
-    write_text(&path, &toml::to_string(&consortium).map_err(|e| Error::config(&path, e))?)?;
+    write_text(
+        &path,
+        &toml::to_string(&consortium).map_err(|e| Error::config(&path, e))?,
+    )?;
     Ok(configs)
 }

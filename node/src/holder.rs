@@ -150,7 +150,10 @@ async fn answer<T: Transport>(
         tracing::info!(%file, requester = %requester.name, "policy denies the access request");
         Body::DenyAccess {
             request,
-            reason: format!("{} does not release to the {:?} role", shared.me.name, requester.role),
+            reason: format!(
+                "{} does not release to the {:?} role",
+                shared.me.name, requester.role
+            ),
         }
     } else {
         let deposit = deposit_context(record, &me).ok_or(Error::Invalid("not a holder".into()))?;

@@ -33,11 +33,36 @@ impl Metrics {
     pub fn render(&self) -> String {
         let mut out = String::new();
         let counters = [
-            ("blocktorrent_ledger_height", "gauge", "Height of the last applied block.", &self.ledger_height),
-            ("blocktorrent_tx_committed_total", "counter", "Transactions in applied blocks.", &self.tx_committed),
-            ("blocktorrent_chunks_stored_total", "counter", "Chunks stored for other members.", &self.chunks_stored),
-            ("blocktorrent_chunks_served_total", "counter", "Chunks served to other members.", &self.chunks_served),
-            ("blocktorrent_fetch_bytes_total", "counter", "Ciphertext bytes fetched.", &self.fetch_bytes),
+            (
+                "blocktorrent_ledger_height",
+                "gauge",
+                "Height of the last applied block.",
+                &self.ledger_height,
+            ),
+            (
+                "blocktorrent_tx_committed_total",
+                "counter",
+                "Transactions in applied blocks.",
+                &self.tx_committed,
+            ),
+            (
+                "blocktorrent_chunks_stored_total",
+                "counter",
+                "Chunks stored for other members.",
+                &self.chunks_stored,
+            ),
+            (
+                "blocktorrent_chunks_served_total",
+                "counter",
+                "Chunks served to other members.",
+                &self.chunks_served,
+            ),
+            (
+                "blocktorrent_fetch_bytes_total",
+                "counter",
+                "Ciphertext bytes fetched.",
+                &self.fetch_bytes,
+            ),
         ];
         for (name, kind, help, value) in counters {
             let _ = writeln!(out, "# HELP {name} {help}\n# TYPE {name} {kind}");

@@ -165,15 +165,20 @@ impl<T> Shared<T> {
         Ok(answer)
     }
 
-    /// Submits `bodies` in order and waits until the contracts applied all of them.
-    pub(crate) async fn submit_applied_all(&self, bodies: Vec<Body>) -> Result<Vec<Receipt>, Error> {
-        let mut answers = Vec::with_capacity(bodies.len());
+    /// Submits `bodies` one after another, each once the previous one is applied: Raft may
+    /// reorder proposals forwarded from a follower, and a later nonce applied first would make
+    /// the earlier one stale.
+    pub(crate) async fn submit_applied_all(
+        &self,
+        bodies: Vec<Body>,
+    ) -> Result<Vec<Receipt>, Error> {
+        let mut receipts = Vec::with_capacity(bodies.len());
         for body in bodies {
-            answers.push(self.enqueue(body).await?);
-        }
-        let mut receipts = Vec::with_capacity(answers.len());
-        for answer in answers {
-            let receipt = answer.await.map_err(|_| Error::Stopped)??;
+            let receipt = self
+                .enqueue(body)
+                .await?
+                .await
+                .map_err(|_| Error::Stopped)??;
             if let TxResult::Rejected(rejection) = &receipt.result {
                 return Err(Error::Rejected(rejection.clone()));
             }
@@ -392,7 +397,10 @@ impl<T: Transport> Node<T> {
     pub async fn wait_for_height(&self, height: u64, timeout: Duration) -> Result<(), Error> {
         let deadline = tokio::time::Instant::now() + timeout;
         loop {
-            let now = self.shared.query(|replica| replica.state().height()).await?;
+            let now = self
+                .shared
+                .query(|replica| replica.state().height())
+                .await?;
             if now >= height {
                 return Ok(());
             }
@@ -546,4 +554,3 @@ pub(crate) fn release_context(
         ..deposit_context(record, holder)?
     })
 }
-

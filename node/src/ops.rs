@@ -136,10 +136,16 @@ fn replay(state: &mut State, blocks: &[Block]) -> Result<(u64, u64), String> {
     for block in blocks {
         let expected = state.height() + 1;
         if block.height != expected {
-            return Err(format!("block {} found where {expected} was expected", block.height));
+            return Err(format!(
+                "block {} found where {expected} was expected",
+                block.height
+            ));
         }
         if block.prev_hash != state.head() {
-            return Err(format!("block {} does not link to its parent", block.height));
+            return Err(format!(
+                "block {} does not link to its parent",
+                block.height
+            ));
         }
         let refs: Vec<&ledger::Transaction> = block.txs.iter().collect();
         let verdicts = verify_signatures(state, &refs);

@@ -191,7 +191,8 @@ async fn gather_shares<T: Transport>(
             match opened {
                 Ok(share) => good.push(share),
                 Err(reason) => {
-                    let name = crate::store::member_name(shared, &PeerId::from_bytes(*holder.as_bytes()));
+                    let name =
+                        crate::store::member_name(shared, &PeerId::from_bytes(*holder.as_bytes()));
                     tracing::warn!(holder = %name, %reason, "released share does not verify; skipping it");
                     bad.push(name);
                 }

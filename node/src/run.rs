@@ -26,7 +26,10 @@ async fn serve(loaded: Loaded, keys: node::config::Keys, token: String) -> anyho
     let admin = tokio::net::TcpListener::bind(loaded.config.admin)
         .await
         .with_context(|| format!("cannot listen for the admin API on {}", loaded.config.admin))?;
-    let stores = Stores::open_dir(&loaded.config.data_dir, loaded.config.quota_bytes_per_member)?;
+    let stores = Stores::open_dir(
+        &loaded.config.data_dir,
+        loaded.config.quota_bytes_per_member,
+    )?;
     let listen = loaded.listen();
     let book = loaded
         .consortium
@@ -47,7 +50,11 @@ async fn serve(loaded: Loaded, keys: node::config::Keys, token: String) -> anyho
             clock: node::system_clock(),
             tick: TICK,
         },
-        move |handler| Ok(Arc::new(QuicTransport::bind(&signing, listen, book, handler)?)),
+        move |handler| {
+            Ok(Arc::new(QuicTransport::bind(
+                &signing, listen, book, handler,
+            )?))
+        },
     )?;
     let node = Arc::new(node);
     let shutdown = Arc::new(Notify::new());

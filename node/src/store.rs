@@ -4,7 +4,9 @@
 use std::sync::Arc;
 use std::time::Duration;
 
-use keyshare::{ChunkLayout, FileId, FileSecret, SealContext, SealPurpose, encrypt_file, seal_share, split};
+use keyshare::{
+    ChunkLayout, FileId, FileSecret, SealContext, SealPurpose, encrypt_file, seal_share, split,
+};
 use ledger::{Body, MasterTable, MemberId};
 use overlay::{PeerId, PushItem, Transport, place, push};
 use rand::Rng;
@@ -87,7 +89,9 @@ pub(crate) async fn run_ingest<T: Transport>(
                 return;
             }
             match share_record(&shared, &key).await {
-                Ok(receipt) => tracing::info!(stream = %key.stream, seq = key.seq, file = %receipt.file_id, "record shared"),
+                Ok(receipt) => {
+                    tracing::info!(stream = %key.stream, seq = key.seq, file = %receipt.file_id, "record shared")
+                }
                 Err(error) => {
                     tracing::warn!(stream = %key.stream, seq = key.seq, %error, "could not share record; will retry");
                     break;
@@ -146,9 +150,10 @@ async fn share_bytes<T: Transport>(
         .map_err(|error| Error::Invalid(error.to_string()))?;
     let key = secret.derive_key();
     // Encryption and hashing are the CPU-heavy part: off the async workers.
-    let encrypted = tokio::task::spawn_blocking(move || encrypt_file(&key, file_id, layout, &plaintext))
-        .await
-        .map_err(|_| Error::Stopped)??;
+    let encrypted =
+        tokio::task::spawn_blocking(move || encrypt_file(&key, file_id, layout, &plaintext))
+            .await
+            .map_err(|_| Error::Stopped)??;
 
     let online: Vec<PeerId> = shared
         .online_peers(PING_TIMEOUT)
@@ -176,12 +181,21 @@ async fn share_bytes<T: Transport>(
         })
         .collect();
     let chunk_hashes = items.iter().map(|item| item.hash).collect();
-    let report = push(shared.transport.clone(), &items, PUSH_IN_FLIGHT, PUSH_TIMEOUT).await;
+    let report = push(
+        shared.transport.clone(),
+        &items,
+        PUSH_IN_FLIGHT,
+        PUSH_TIMEOUT,
+    )
+    .await;
     drop(items);
     if let Some((position, peer, reason)) = report.failed.first() {
         return Err(Error::PushFailed {
             failed: report.failed.len(),
-            first: format!("chunk {position} to {}: {reason}", member_name(shared, peer)),
+            first: format!(
+                "chunk {position} to {}: {reason}",
+                member_name(shared, peer)
+            ),
         });
     }
 
@@ -191,8 +205,8 @@ async fn share_bytes<T: Transport>(
         .filter(|m| m.id != me)
         .map(|m| m.id)
         .collect();
-    let (shares, commitments) = shared
-        .with_rng(|rng| split(&secret, consortium.threshold, holders.len() as u32, rng))?;
+    let (shares, commitments) =
+        shared.with_rng(|rng| split(&secret, consortium.threshold, holders.len() as u32, rng))?;
     let mut sealed = Vec::with_capacity(shares.len());
     for (position, (share, holder)) in shares.iter().zip(&holders).enumerate() {
         let entry = consortium
@@ -215,14 +229,17 @@ async fn share_bytes<T: Transport>(
         chunk_hashes,
         chunk_owners: owners
             .iter()
-            .map(|set| set.iter().map(|p| MemberId::from_bytes(*p.as_bytes())).collect())
+            .map(|set| {
+                set.iter()
+                    .map(|p| MemberId::from_bytes(*p.as_bytes()))
+                    .collect()
+            })
             .collect(),
         timestamp_ms: now_ms,
         threshold: consortium.threshold,
         holders,
         commitments,
     };
-    // Both go to the ledger together; their nonces keep them in order.
     let receipts = shared
         .submit_applied_all(vec![
             Body::RegisterFile(table),

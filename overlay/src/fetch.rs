@@ -203,6 +203,8 @@ pub async fn push<T: Transport>(
             Err(error) => report.failed.push((position, owner, error.to_string())),
         }
     }
-    report.failed.sort_by_key(|(position, peer, _)| (*position, *peer));
+    report
+        .failed
+        .sort_by_key(|(position, peer, _)| (*position, *peer));
     report
 }

@@ -25,7 +25,7 @@ use rustls::sign::CertifiedKey;
 use rustls::{DigitallySignedStruct, DistinguishedName, SignatureScheme};
 use tokio::task::JoinHandle;
 
-use crate::error::{QuicError, TransportError};
+use crate::error::{FrameError, QuicError, TransportError};
 use crate::peer::PeerId;
 use crate::service::{Handler, serve_message_stream, serve_request_stream};
 use crate::transport::Transport;
@@ -399,7 +399,8 @@ impl QuicTransport {
             .map_err(|error| lost(&connection, error.to_string()))?;
         let body = match read_only_frame(&mut recv, MAX_FRAME_BYTES).await {
             Ok(body) => body,
-            Err(error) if connection.close_reason().is_some() => {
+            // A broken or cut-short stream is the network or a stopping peer, not a lie.
+            Err(error @ (FrameError::Io(_) | FrameError::Truncated)) => {
                 return Err(lost(&connection, error.to_string()));
             }
             Err(error) => return Err(bad_reply(error)),
