@@ -320,7 +320,7 @@ impl<T: Transport> Node<T> {
             transport,
             private: stores.private,
             metrics,
-            rng: Mutex::new(StdRng::seed_from_u64(seed ^ 0x5eed_0f_b10c)),
+            rng: Mutex::new(StdRng::seed_from_u64(seed ^ 0x9e37_79b9_7f4a_7c15)),
             clock,
             commands,
             blocks,
