@@ -95,7 +95,8 @@ impl Scenario {
                         continue;
                     }
                     let triple = BTreeSet::from([holders[a], holders[b], holders[c]]);
-                    let liar_owns_first = owners.iter().any(|set| set[0] == holders[c]);
+                    // The liar is chunk 0's first choice, so it is asked at once and caught.
+                    let liar_owns_first = owners[0][0] == holders[c];
                     if !sets.contains(&triple) && liar_owns_first {
                         chosen = Some(([holders[a], holders[b]], holders[c]));
                         break 'search;
