@@ -107,6 +107,28 @@ impl Consortium {
         }
     }
 
+    /// A consortium of `members` with the default parameters: up to 5 voters, a majority of the
+    /// holders (members other than a file's owner) as threshold, min(3, holders) owners per chunk.
+    pub fn with_defaults(
+        chain_id: String,
+        members: Vec<MemberEntry>,
+        threshold: Option<u32>,
+        replication: Option<u32>,
+        chunk_size_bytes: u32,
+    ) -> Self {
+        let count = members.len() as u32;
+        let holders = count.saturating_sub(1);
+        Self {
+            chain_id,
+            voters: count.min(5),
+            threshold: threshold.unwrap_or(holders / 2 + 1),
+            replication: replication.unwrap_or(holders.min(3)),
+            chunk_size_bytes,
+            policy: Policy::default(),
+            members,
+        }
+    }
+
     /// The member named `name`.
     pub fn member(&self, name: &str) -> Option<&MemberEntry> {
         self.members.iter().find(|m| m.name == name)
@@ -349,7 +371,6 @@ pub fn init<R: rand::CryptoRng + ?Sized>(
             ledger::MAX_MEMBERS
         )));
     }
-    let holders = count - 1;
     let auditor = options
         .auditor
         .clone()
@@ -414,15 +435,13 @@ pub fn init<R: rand::CryptoRng + ?Sized>(
     }
     let mut chain_id = [0u8; 8];
     rng.fill_bytes(&mut chain_id);
-    let consortium = Consortium {
-        chain_id: format!("blocktorrent-{}", to_hex(&chain_id)),
-        voters: count.min(5),
-        threshold: options.threshold.unwrap_or(holders / 2 + 1),
-        replication: options.replication.unwrap_or(holders.min(3)),
-        chunk_size_bytes: options.chunk_size_bytes,
-        policy: Policy::default(),
+    let consortium = Consortium::with_defaults(
+        format!("blocktorrent-{}", to_hex(&chain_id)),
         members,
-    };
+        options.threshold,
+        options.replication,
+        options.chunk_size_bytes,
+    );
     consortium.validate().map_err(Error::Invalid)?;
     let path = dir.join("genesis.toml");
     write_text(

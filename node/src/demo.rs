@@ -7,7 +7,7 @@ use std::path::{Path, PathBuf};
 use std::sync::Arc;
 use std::time::Duration;
 
-use ledger::{Policy, Role};
+use ledger::Role;
 use overlay::{PeerId, QuicTransport};
 use rand::rngs::StdRng;
 use rand::{Rng, RngExt, SeedableRng};
@@ -122,31 +122,29 @@ fn free_udp_ports(count: usize) -> Result<Vec<SocketAddr>, Error> {
 /// A consortium of `count` members on `addresses`, the last one auditing.
 fn consortium(keys: &[Keys], addresses: &[SocketAddr], chunk_size_bytes: u32) -> Consortium {
     let count = keys.len() as u32;
-    let holders = count - 1;
-    Consortium {
-        chain_id: "blocktorrent-demo".into(),
-        voters: count.min(5),
-        threshold: holders / 2 + 1,
-        replication: holders.min(3),
+    let members = keys
+        .iter()
+        .zip(addresses)
+        .enumerate()
+        .map(|(i, (key, listen))| MemberEntry {
+            name: format!("member-{}", i + 1),
+            id: key.signing.verifying_key().into(),
+            sealing_key: key.sealing.public_key(),
+            role: if i as u32 + 1 == count {
+                Role::Auditor
+            } else {
+                Role::Participant
+            },
+            listen: *listen,
+        })
+        .collect();
+    Consortium::with_defaults(
+        "blocktorrent-demo".into(),
+        members,
+        None,
+        None,
         chunk_size_bytes,
-        policy: Policy::default(),
-        members: keys
-            .iter()
-            .zip(addresses)
-            .enumerate()
-            .map(|(i, (key, listen))| MemberEntry {
-                name: format!("member-{}", i + 1),
-                id: key.signing.verifying_key().into(),
-                sealing_key: key.sealing.public_key(),
-                role: if i as u32 + 1 == count {
-                    Role::Auditor
-                } else {
-                    Role::Participant
-                },
-                listen: *listen,
-            })
-            .collect(),
-    }
+    )
 }
 
 /// Starts one member of `consortium` on real QUIC with redb files under `dir`.

@@ -8,7 +8,7 @@
 use std::collections::BTreeSet;
 use std::sync::Arc;
 
-use keyshare::{FileId, open_share, reseal_share, verify};
+use keyshare::{FileId, SealContext, SealedShare, open_share, reseal_share, verify};
 use ledger::{AccessRecord, Body, FileRecord, MemberId, RequestId, TxResult};
 use overlay::Transport;
 use tokio::sync::{broadcast, watch};
@@ -119,15 +119,22 @@ async fn check_deposit<T: Transport>(shared: &Shared<T>, record: &FileRecord) ->
         .map(|_| ())
 }
 
-fn my_deposit<T>(shared: &Shared<T>, record: &FileRecord) -> Result<keyshare::Share, String> {
-    let me = shared.me.id;
-    let context = deposit_context(record, &me).ok_or("not a holder")?;
-    let position = context.share_index as usize - 1;
+/// `holder`'s deposited share of `record` and the context it is sealed under.
+fn sealed_deposit<'a>(
+    record: &'a FileRecord,
+    holder: &MemberId,
+) -> Result<(SealContext, &'a SealedShare), String> {
+    let context = deposit_context(record, holder).ok_or("not a holder")?;
     let sealed = record
         .deposits
         .as_ref()
-        .and_then(|deposits| deposits.get(position))
+        .and_then(|deposits| deposits.get(context.share_index as usize - 1))
         .ok_or("no deposit for this holder")?;
+    Ok((context, sealed))
+}
+
+fn my_deposit<T>(shared: &Shared<T>, record: &FileRecord) -> Result<keyshare::Share, String> {
+    let (context, sealed) = sealed_deposit(record, &shared.me.id)?;
     open_share(sealed, &shared.sealing, &context).map_err(|error| error.to_string())
 }
 
@@ -156,15 +163,9 @@ async fn answer<T: Transport>(
             ),
         }
     } else {
-        let deposit = deposit_context(record, &me).ok_or(Error::Invalid("not a holder".into()))?;
+        let (deposit, sealed) = sealed_deposit(record, &me).map_err(Error::Invalid)?;
         let release =
             release_context(record, &me, &request).ok_or(Error::Invalid("not a holder".into()))?;
-        let position = deposit.share_index as usize - 1;
-        let sealed = record
-            .deposits
-            .as_ref()
-            .and_then(|deposits| deposits.get(position))
-            .ok_or(Error::Invalid("no deposit for this holder".into()))?;
         let resealed = shared.with_rng(|rng| {
             reseal_share(
                 sealed,

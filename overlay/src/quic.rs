@@ -28,7 +28,7 @@ use tokio::task::JoinHandle;
 use crate::error::{FrameError, QuicError, TransportError};
 use crate::peer::PeerId;
 use crate::service::{Handler, serve_message_stream, serve_request_stream};
-use crate::transport::Transport;
+use crate::transport::{Transport, within};
 use crate::wire::{ALPN, MAX_FRAME_BYTES, Request, Response, decode_body, read_only_frame};
 use crate::wire::{write_frame, write_raw_frame};
 
@@ -427,12 +427,7 @@ impl Transport for QuicTransport {
         request: Request,
         timeout: Duration,
     ) -> Result<Response, TransportError> {
-        tokio::time::timeout(timeout, self.exchange(peer, &request))
-            .await
-            .unwrap_or(Err(TransportError::Timeout {
-                peer,
-                timeout_ms: timeout.as_millis() as u64,
-            }))
+        within(peer, timeout, self.exchange(peer, &request)).await
     }
 
     async fn send_message(&self, peer: PeerId, payload: Vec<u8>) -> Result<(), TransportError> {

@@ -43,6 +43,24 @@ pub trait Transport: Send + Sync + 'static {
     ) -> impl Future<Output = Result<(), TransportError>> + Send;
 }
 
+/// Runs `exchange` under `timeout`, mapping a late answer to [`TransportError::Timeout`]; both
+/// transports bound their requests this way.
+pub(crate) async fn within<F>(
+    peer: PeerId,
+    timeout: Duration,
+    exchange: F,
+) -> Result<Response, TransportError>
+where
+    F: Future<Output = Result<Response, TransportError>>,
+{
+    tokio::time::timeout(timeout, exchange)
+        .await
+        .unwrap_or(Err(TransportError::Timeout {
+            peer,
+            timeout_ms: timeout.as_millis() as u64,
+        }))
+}
+
 /// Bytes buffered in each direction of an in-memory stream.
 const PIPE_CAPACITY_BYTES: usize = 1 << 20;
 
@@ -166,12 +184,7 @@ impl Transport for MemoryTransport {
         request: Request,
         timeout: Duration,
     ) -> Result<Response, TransportError> {
-        tokio::time::timeout(timeout, self.exchange(peer, request))
-            .await
-            .unwrap_or(Err(TransportError::Timeout {
-                peer,
-                timeout_ms: timeout.as_millis() as u64,
-            }))
+        within(peer, timeout, self.exchange(peer, request)).await
     }
 
     async fn send_message(&self, peer: PeerId, payload: Vec<u8>) -> Result<(), TransportError> {
