@@ -15,7 +15,7 @@ use keyshare::{
 
 use crate::block::{Block, BlockHash, GENESIS_PREV_HASH};
 use crate::member::{Genesis, Member, MemberId, Role};
-use crate::tx::{Body, MasterTable, RequestId, Transaction};
+use crate::tx::{Body, MasterTable, RequestId, Transaction, TxId};
 
 /// Ciphertext size of a sealed share: the encoded share plus the AES-GCM tag.
 const SEALED_SHARE_SIZE_BYTES: usize = SHARE_SIZE_BYTES + TAG_SIZE_BYTES as usize;
@@ -318,12 +318,26 @@ impl State {
         txs: Vec<Transaction>,
         signature_ok: &[bool],
     ) -> Block {
+        let ids = Transaction::ids(&txs);
+        self.apply_identified(timestamp_ms, txs, &ids, signature_ok)
+    }
+
+    /// [`State::apply`] for a caller that already has the ids (`ids[i] == txs[i].id()`).
+    pub(crate) fn apply_identified(
+        &mut self,
+        timestamp_ms: u64,
+        txs: Vec<Transaction>,
+        ids: &[TxId],
+        signature_ok: &[bool],
+    ) -> Block {
         assert_eq!(txs.len(), signature_ok.len(), "one verdict per transaction");
+        assert_eq!(txs.len(), ids.len(), "one id per transaction");
         let height = self.contract.height + 1;
         let results = txs
             .iter()
+            .zip(ids)
             .zip(signature_ok)
-            .map(|(tx, ok)| match self.apply_one(height, tx, *ok) {
+            .map(|((tx, id), ok)| match self.apply_one(height, tx, id, *ok) {
                 Ok(()) => TxResult::Applied,
                 Err(rejection) => TxResult::Rejected(rejection),
             })
@@ -336,7 +350,7 @@ impl State {
             results,
         };
         self.contract.height = height;
-        self.contract.head = Some(block.hash());
+        self.contract.head = Some(block.hash_with_ids(ids));
         block
     }
 
@@ -362,11 +376,12 @@ impl State {
         &mut self,
         height: u64,
         tx: &Transaction,
+        id: &TxId,
         signature_ok: bool,
     ) -> Result<(), Rejection> {
         let role = self.check_sender(tx, signature_ok)?.role;
         self.contract.nonces.insert(tx.sender, tx.nonce);
-        execute(&self.genesis, &mut self.contract, height, role, tx)
+        execute(&self.genesis, &mut self.contract, height, role, tx, id)
     }
 }
 
@@ -415,6 +430,7 @@ fn execute(
     height: u64,
     role: Role,
     tx: &Transaction,
+    id: &TxId,
 ) -> Result<(), Rejection> {
     check_stateless(genesis, role, &tx.body)?;
     match &tx.body {
@@ -442,9 +458,8 @@ fn execute(
                 height,
                 answers: BTreeMap::new(),
             };
-            // The request is named by its transaction's id; only this body needs the id, so it is
-            // hashed here rather than for every transaction.
-            contract.requests.insert(tx.id(), record);
+            // The request is named by its transaction's id.
+            contract.requests.insert(*id, record);
             Ok(())
         }
         Body::ReleaseShare {

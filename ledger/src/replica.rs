@@ -14,15 +14,20 @@
 //! rejected the second time by its nonce.
 //!
 //! Applying: every replica batch-verifies the signatures of each block it applies, except those it
-//! verified itself when proposing, and runs the contracts.
+//! verified itself when proposing, and runs the contracts. Messages go out before blocks are
+//! applied: when a `poll` has both (a follower acknowledging new entries while others commit, a
+//! leader broadcasting a commit), it returns the messages with [`Effects::more`] set and applies
+//! on the next `poll`, so verification never delays an acknowledgement (raft-rs allows applying
+//! after persisting and sending).
 
-use std::collections::{BTreeMap, VecDeque};
+use std::collections::{HashMap, VecDeque};
+use std::mem;
 
 use raft::eraftpb::{ConfState, Entry, EntryType, HardState, Message, Snapshot};
 use raft::{Config, RawNode, StateRole};
 use sha3::{Digest, Sha3_256};
 
-use crate::block::{Block, Proposal};
+use crate::block::{Block, Proposal, ProposalRef};
 use crate::contract::{ContractState, Rejection, State, verify_signatures};
 use crate::error::{Error, SubmitError};
 use crate::log_store::LogStore;
@@ -44,6 +49,7 @@ pub struct ReplicaConfig {
     pub max_txs_per_block: usize,
     /// Longest a transaction waits in the pool before a (partial) block is proposed.
     pub block_interval_ms: u64,
+
     /// Proposed transactions not committed after this long are proposed again.
     pub retry_after_ms: u64,
     /// Most transactions waiting (pool plus proposed-but-uncommitted).
@@ -108,6 +114,8 @@ pub struct Effects {
     pub committed: Vec<Committed>,
     /// Submitted transactions dropped before proposal, and why.
     pub refused: Vec<(TxId, SubmitError)>,
+    /// Committed entries are waiting to be applied: send `messages`, then `poll` again.
+    pub more: bool,
 }
 
 /// A block this replica committed and applied: every transaction in it is acknowledged.
@@ -115,6 +123,8 @@ pub struct Effects {
 pub struct Committed {
     /// The block, with one result per transaction.
     pub block: Block,
+    /// `ids[i]` is the id of `block.txs[i]` (computed once, while applying).
+    pub ids: Vec<TxId>,
 }
 
 /// What a snapshot carries: the whole contract state at its index.
@@ -134,10 +144,15 @@ pub struct Replica {
     /// Submitted, not yet proposed.
     pool: VecDeque<(TxId, Transaction)>,
     oldest_pooled_ms: Option<u64>,
-    /// Proposed, not yet seen in a block: when, and the transaction for a retry.
-    proposed: BTreeMap<TxId, (u64, Transaction)>,
-    /// Signature verdicts this replica computed when proposing, reused when applying.
-    verdicts: BTreeMap<TxId, bool>,
+    /// Proposed, not yet seen in a block: when, and the transaction for a retry. Being here also
+    /// means this replica verified the signature when proposing, so applying skips it. (Only
+    /// looked up, never iterated: the order lives in `proposal_order`.)
+    proposed: HashMap<TxId, (u64, Transaction)>,
+    /// `proposed` in proposal order, so finding stale proposals does not scan them all. Entries
+    /// whose transaction committed (or was proposed again) are skipped lazily.
+    proposal_order: VecDeque<(u64, TxId)>,
+    /// Committed entries not yet applied (see the module documentation).
+    unapplied: VecDeque<Entry>,
     applied_index: u64,
     snapshot_index: u64,
     pending_effects: Effects,
@@ -165,8 +180,9 @@ impl Replica {
             now_ms: 0,
             pool: VecDeque::new(),
             oldest_pooled_ms: None,
-            proposed: BTreeMap::new(),
-            verdicts: BTreeMap::new(),
+            proposed: HashMap::new(),
+            proposal_order: VecDeque::new(),
+            unapplied: VecDeque::new(),
             applied_index: snapshot_index,
             snapshot_index,
             pending_effects: Effects::default(),
@@ -245,7 +261,8 @@ impl Replica {
     /// against the current state); the signature is checked in a batch when the block is
     /// proposed. Returns the id under which the block will acknowledge it.
     pub fn submit(&mut self, tx: Transaction) -> Result<TxId, SubmitError> {
-        let size_bytes = tx.encode().len();
+        let encoded = tx.encode();
+        let size_bytes = encoded.len();
         if size_bytes > self.config.max_tx_bytes {
             return Err(SubmitError::TooLarge {
                 size_bytes,
@@ -260,7 +277,7 @@ impl Replica {
         self.state
             .precheck(&tx, true)
             .map_err(SubmitError::Rejected)?;
-        let id = tx.id();
+        let id = TxId::of_encoding(&encoded);
         self.pool.push_back((id, tx));
         self.oldest_pooled_ms.get_or_insert(self.now_ms);
         self.propose_due(false);
@@ -273,7 +290,8 @@ impl Replica {
     }
 
     /// Handles everything raft-rs has ready: persists, applies, and returns what to send and what
-    /// committed.
+    /// committed. When [`Effects::more`] is set, send the messages and call `poll` again: blocks
+    /// are waiting to be applied.
     pub fn poll(&mut self) -> Result<Effects, Error> {
         // Each round consumes one Ready; raft-rs produces a bounded number per input.
         for _ in 0..64 {
@@ -282,8 +300,13 @@ impl Replica {
             }
             self.handle_ready()?;
         }
-        self.maybe_snapshot()?;
-        Ok(std::mem::take(&mut self.pending_effects))
+        if self.pending_effects.messages.is_empty() {
+            self.apply_unapplied()?;
+            self.maybe_snapshot()?;
+        }
+        let mut effects = mem::take(&mut self.pending_effects);
+        effects.more = !self.unapplied.is_empty();
+        Ok(effects)
     }
 
     fn handle_ready(&mut self) -> Result<(), Error> {
@@ -298,9 +321,12 @@ impl Replica {
             ..WriteBatch::default()
         };
         if !ready.snapshot().is_empty() {
+            // The snapshot supersedes whatever is queued; apply that first so the state the
+            // snapshot replaces is a whole one.
+            self.apply_unapplied()?;
             self.install_snapshot(ready.snapshot().clone(), &mut batch)?;
         }
-        self.apply_entries(ready.take_committed_entries(), &mut batch)?;
+        self.unapplied.extend(ready.take_committed_entries());
         if !ready.entries().is_empty() {
             self.log.write().append(ready.entries());
             batch.entries = ready
@@ -332,62 +358,80 @@ impl Replica {
             batch.hard_state = Some(record(&hard_state));
         }
         messages.extend(light.take_messages().into_iter().map(WireMessage::from));
-        self.apply_entries(light.take_committed_entries(), &mut batch)?;
+        self.unapplied.extend(light.take_committed_entries());
         self.store.commit(&batch)?;
         self.node.advance_apply();
         self.pending_effects.messages.extend(messages);
         Ok(())
     }
 
-    fn apply_entries(&mut self, entries: Vec<Entry>, batch: &mut WriteBatch) -> Result<(), Error> {
-        for entry in entries {
-            self.applied_index = entry.index;
-            batch.applied = Some(entry.index);
-            match entry.get_entry_type() {
-                EntryType::EntryNormal if !entry.data.is_empty() => {
-                    if let Some(block) = self.apply_block_entry(&entry.data) {
-                        batch.blocks.push(block.clone());
-                        self.pending_effects.committed.push(Committed { block });
-                    }
-                }
-                EntryType::EntryNormal => {}
-                EntryType::EntryConfChange | EntryType::EntryConfChangeV2 => {
-                    // Membership is fixed by the genesis; no replica proposes conf changes, and
-                    // one in the log would mean a foreign or corrupt leader. Ignore it on every
-                    // replica alike.
-                }
-            }
-        }
+    /// Applies the queued committed entries and stores their blocks in one write.
+    fn apply_unapplied(&mut self) -> Result<(), Error> {
+        let Some(last) = self.unapplied.back().map(|entry| entry.index) else {
+            return Ok(());
+        };
+        let entries: Vec<Entry> = self.unapplied.drain(..).collect();
+        let mut batch = WriteBatch {
+            blocks: self.apply_entries(entries),
+            applied: Some(last),
+            ..WriteBatch::default()
+        };
+        self.store.commit(&batch)?;
+        self.pending_effects.committed.append(&mut batch.blocks);
         Ok(())
     }
 
-    /// Turns one committed entry into a block. An entry that does not decode (only a faulty
-    /// leader could commit one) is skipped identically on every replica.
-    fn apply_block_entry(&mut self, data: &[u8]) -> Option<Block> {
-        let proposal: Proposal = postcard::from_bytes(data).ok()?;
-        let ids: Vec<TxId> = proposal.txs.iter().map(Transaction::id).collect();
-        let unknown: Vec<&Transaction> = proposal
-            .txs
+    /// Turns committed entries into blocks, in order. The signatures of every block are checked
+    /// in one batch (a replica that fell behind catches up with bigger, cheaper batches), except
+    /// those this replica checked when it proposed them. An entry that does not decode (only a
+    /// faulty leader could commit one) is skipped identically on every replica, as are conf
+    /// changes: membership is fixed by the genesis and no replica proposes them.
+    fn apply_entries(&mut self, entries: Vec<Entry>) -> Vec<Committed> {
+        let mut decoded = Vec::new();
+        for entry in entries {
+            self.applied_index = entry.index;
+            if entry.get_entry_type() != EntryType::EntryNormal || entry.data.is_empty() {
+                continue;
+            }
+            let Ok(proposal) = postcard::from_bytes::<Proposal>(&entry.data) else {
+                continue;
+            };
+            let ids = Transaction::ids(&proposal.txs);
+            // What this replica proposed it verified then (only good signatures are proposed).
+            let verified_here: Vec<bool> = ids
+                .iter()
+                .map(|id| self.proposed.remove(id).is_some())
+                .collect();
+            decoded.push((proposal, ids, verified_here));
+        }
+        let unknown: Vec<&Transaction> = decoded
             .iter()
-            .zip(&ids)
-            .filter(|(_, id)| !self.verdicts.contains_key(id))
-            .map(|(tx, _)| tx)
-            .collect();
-        let mut fresh = verify_signatures(&self.state, &unknown).into_iter();
-        let verdicts: Vec<bool> = ids
-            .iter()
-            .map(|id| match self.verdicts.remove(id) {
-                Some(verdict) => verdict,
-                None => fresh.next().unwrap_or(false),
+            .flat_map(|(proposal, _, verified_here)| {
+                proposal
+                    .txs
+                    .iter()
+                    .zip(verified_here)
+                    .filter(|(_, known)| !**known)
+                    .map(|(tx, _)| tx)
             })
             .collect();
-        for id in &ids {
-            self.proposed.remove(id);
-        }
-        Some(
-            self.state
-                .apply(proposal.timestamp_ms, proposal.txs, &verdicts),
-        )
+        let mut fresh = verify_signatures(&self.state, &unknown).into_iter();
+        decoded
+            .into_iter()
+            .map(|(proposal, ids, verified_here)| {
+                let verdicts: Vec<bool> = verified_here
+                    .iter()
+                    .map(|known| *known || fresh.next().unwrap_or(false))
+                    .collect();
+                let block = self.state.apply_identified(
+                    proposal.timestamp_ms,
+                    proposal.txs,
+                    &ids,
+                    &verdicts,
+                );
+                Committed { block, ids }
+            })
+            .collect()
     }
 
     fn propose_due(&mut self, force: bool) {
@@ -430,9 +474,9 @@ impl Replica {
         if admitted.is_empty() {
             return true;
         }
-        let proposal = Proposal {
+        let proposal = ProposalRef {
             timestamp_ms: self.now_ms,
-            txs: admitted.iter().map(|(_, tx)| tx.clone()).collect(),
+            txs: admitted.iter().map(|(_, tx)| tx).collect(),
         };
         let data = postcard::to_allocvec(&proposal).unwrap_or_default();
         if self.node.propose(vec![], data).is_err() {
@@ -442,26 +486,28 @@ impl Replica {
             return false;
         }
         for (id, tx) in admitted {
-            self.verdicts.insert(id, true);
             self.proposed.insert(id, (self.now_ms, tx));
+            self.proposal_order.push_back((self.now_ms, id));
         }
         true
     }
 
     /// Puts proposals that did not commit in time back into the pool.
     fn requeue_stale(&mut self) {
-        let stale: Vec<TxId> = self
-            .proposed
-            .iter()
-            .filter(|(_, (at, _))| self.now_ms.saturating_sub(*at) >= self.config.retry_after_ms)
-            .map(|(id, _)| *id)
-            .collect();
-        for id in stale {
-            if let Some((_, tx)) = self.proposed.remove(&id) {
-                self.verdicts.remove(&id);
-                self.pool.push_back((id, tx));
-                self.oldest_pooled_ms.get_or_insert(self.now_ms);
+        while let Some(&(at, id)) = self.proposal_order.front() {
+            match self.proposed.get(&id) {
+                // Committed, or proposed again since (a later entry of the order covers it).
+                None => {}
+                Some((proposed_at, _)) if *proposed_at != at => {}
+                Some(_) if self.now_ms.saturating_sub(at) < self.config.retry_after_ms => break,
+                Some(_) => {
+                    if let Some((_, tx)) = self.proposed.remove(&id) {
+                        self.pool.push_back((id, tx));
+                        self.oldest_pooled_ms.get_or_insert(self.now_ms);
+                    }
+                }
             }
+            self.proposal_order.pop_front();
         }
     }
 
@@ -527,12 +573,8 @@ impl Replica {
         }
         let context = raft::GetEntriesContext::empty(false);
         let entries = raft::Storage::entries(&self.log, first, last + 1, None, context)?;
-        for entry in entries {
-            if entry.get_entry_type() == EntryType::EntryNormal && !entry.data.is_empty() {
-                self.apply_block_entry(&entry.data);
-            }
-            self.applied_index = entry.index;
-        }
+        // The blocks are already stored; only the state needs them.
+        self.apply_entries(entries);
         Ok(())
     }
 }

@@ -14,6 +14,7 @@ use redb::{
 use crate::block::Block;
 use crate::contract::TxStatus;
 use crate::error::StoreError;
+use crate::replica::Committed;
 use crate::tx::TxId;
 use crate::wire::{WireConfState, WireEntry, WireSnapshot};
 
@@ -42,7 +43,7 @@ pub(crate) struct WriteBatch {
     pub(crate) entries: Vec<WireEntry>,
     pub(crate) hard_state: Option<HardStateRecord>,
     pub(crate) conf_state: Option<WireConfState>,
-    pub(crate) blocks: Vec<Block>,
+    pub(crate) blocks: Vec<Committed>,
     pub(crate) applied: Option<u64>,
     /// fsync before returning (Raft needs it when term, vote or entries change).
     pub(crate) sync: bool,
@@ -153,10 +154,10 @@ impl RedbStore {
             }
             let mut blocks = txn.open_table(BLOCKS)?;
             let mut index = txn.open_table(TX_INDEX)?;
-            for block in &batch.blocks {
+            for Committed { block, ids } in &batch.blocks {
                 blocks.insert(block.height, block.encode().as_slice())?;
-                for (position, tx) in (0u32..).zip(&block.txs) {
-                    index.insert(tx.id().as_bytes(), (block.height, position))?;
+                for (position, id) in (0u32..).zip(ids) {
+                    index.insert(id.as_bytes(), (block.height, position))?;
                 }
             }
         }

@@ -11,6 +11,13 @@ use crate::member::MemberId;
 pub struct TxId([u8; 32]);
 keyshare::impl_bytes32!(TxId);
 
+impl TxId {
+    /// The id of the transaction whose postcard encoding is `encoded`.
+    pub(crate) fn of_encoding(encoded: &[u8]) -> Self {
+        Self(Sha3_256::digest(encoded).into())
+    }
+}
+
 /// An access request is named by the id of the transaction that filed it.
 pub type RequestId = TxId;
 
@@ -112,7 +119,20 @@ impl Transaction {
 
     /// The transaction's id.
     pub fn id(&self) -> TxId {
-        TxId::from_bytes(Sha3_256::digest(self.encode()).into())
+        TxId::of_encoding(&self.encode())
+    }
+
+    /// The ids of `txs`, encoding each into one reused buffer (a block's worth of ids costs no
+    /// allocation per transaction).
+    pub fn ids(txs: &[Transaction]) -> Vec<TxId> {
+        let mut buffer = Vec::new();
+        txs.iter()
+            .map(|tx| {
+                buffer.clear();
+                buffer = postcard::to_extend(tx, std::mem::take(&mut buffer)).unwrap_or_default();
+                TxId::of_encoding(&buffer)
+            })
+            .collect()
     }
 
     /// The postcard encoding.

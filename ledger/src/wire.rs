@@ -3,6 +3,7 @@
 //! exchange these serde mirrors in postcard instead and convert at the edge. Conversion checks the
 //! enum fields, so a peer cannot smuggle in an unknown message or entry type.
 
+use bytes::Bytes;
 use protobuf::{ProtobufEnum, RepeatedField, SingularPtrField};
 use raft::eraftpb::{
     ConfState, Entry, EntryType, Message, MessageType, Snapshot, SnapshotMetadata,
@@ -36,8 +37,10 @@ pub(crate) struct WireEntry {
     pub(crate) entry_type: i32,
     pub(crate) term: u64,
     pub(crate) index: u64,
-    pub(crate) data: Vec<u8>,
-    pub(crate) context: Vec<u8>,
+    /// `Bytes`, as in raft-rs's `Entry`: a block's worth of transactions is shared, not copied,
+    /// between the log, the store and the messages to each follower. Encodes like `Vec<u8>`.
+    pub(crate) data: Bytes,
+    pub(crate) context: Bytes,
     pub(crate) sync_log: bool,
 }
 
@@ -148,8 +151,8 @@ impl From<Entry> for WireEntry {
             entry_type: entry.get_entry_type().value(),
             term: entry.term,
             index: entry.index,
-            data: entry.data.to_vec(),
-            context: entry.context.to_vec(),
+            data: entry.data,
+            context: entry.context,
             sync_log: entry.sync_log,
         }
     }
@@ -166,8 +169,8 @@ impl TryFrom<WireEntry> for Entry {
         entry.set_entry_type(entry_type);
         entry.term = wire.term;
         entry.index = wire.index;
-        entry.data = wire.data.into();
-        entry.context = wire.context.into();
+        entry.data = wire.data;
+        entry.context = wire.context;
         entry.sync_log = wire.sync_log;
         Ok(entry)
     }
@@ -246,8 +249,8 @@ mod tests {
                     entry_type: 0,
                     term: 3,
                     index,
-                    data,
-                    context: vec![],
+                    data: data.into(),
+                    context: Bytes::new(),
                     sync_log: false,
                 })
                 .collect(),

@@ -438,7 +438,7 @@ async fn run_ledger<T: Transport>(
         replica.state().height(),
         std::sync::atomic::Ordering::Relaxed,
     );
-    loop {
+    'serve: loop {
         tokio::select! {
             biased;
             _ = stopped.changed() => break,
@@ -463,50 +463,56 @@ async fn run_ledger<T: Transport>(
             },
             _ = interval.tick() => replica.tick((shared.clock)()),
         }
-        let effects = match replica.poll() {
-            Ok(effects) => effects,
-            Err(error) => {
-                tracing::error!(%error, "the ledger replica failed; stopping it");
-                break;
-            }
-        };
-        for message in effects.messages {
-            let Some(peer) = peers.get(message.recipient() as usize - 1).copied() else {
-                continue;
-            };
-            let transport = shared.transport.clone();
-            let bytes = message.encode();
-            tokio::spawn(async move {
-                if let Err(error) = transport.send_message(peer, bytes).await {
-                    tracing::trace!(%peer, %error, "raft message not sent");
+        // Messages first, then blocks: `more` says blocks are waiting to be applied.
+        loop {
+            let effects = match replica.poll() {
+                Ok(effects) => effects,
+                Err(error) => {
+                    tracing::error!(%error, "the ledger replica failed; stopping it");
+                    break 'serve;
                 }
-            });
-        }
-        for (id, error) in effects.refused {
-            if let Some(waiter) = waiters.remove(&id) {
-                let _ = waiter.send(Err(error.into()));
+            };
+            let more = effects.more;
+            for message in effects.messages {
+                let Some(peer) = peers.get(message.recipient() as usize - 1).copied() else {
+                    continue;
+                };
+                let transport = shared.transport.clone();
+                let bytes = message.encode();
+                tokio::spawn(async move {
+                    if let Err(error) = transport.send_message(peer, bytes).await {
+                        tracing::trace!(%peer, %error, "raft message not sent");
+                    }
+                });
             }
-        }
-        for committed in effects.committed {
-            let block = committed.block;
-            if !waiters.is_empty() {
-                for (tx, result) in block.txs.iter().zip(&block.results) {
-                    let id = tx.id();
-                    if let Some(waiter) = waiters.remove(&id) {
-                        let _ = waiter.send(Ok(Receipt {
-                            tx: id,
-                            height: block.height,
-                            result: result.clone(),
-                        }));
+            for (id, error) in effects.refused {
+                if let Some(waiter) = waiters.remove(&id) {
+                    let _ = waiter.send(Err(error.into()));
+                }
+            }
+            for committed in effects.committed {
+                let block = committed.block;
+                if !waiters.is_empty() {
+                    for (&id, result) in committed.ids.iter().zip(&block.results) {
+                        if let Some(waiter) = waiters.remove(&id) {
+                            let _ = waiter.send(Ok(Receipt {
+                                tx: id,
+                                height: block.height,
+                                result: result.clone(),
+                            }));
+                        }
                     }
                 }
+                let metrics = &shared.metrics;
+                metrics
+                    .ledger_height
+                    .store(block.height, std::sync::atomic::Ordering::Relaxed);
+                Metrics::add(&metrics.tx_committed, block.txs.len() as u64);
+                let _ = shared.blocks.send(Arc::new(block));
             }
-            let metrics = &shared.metrics;
-            metrics
-                .ledger_height
-                .store(block.height, std::sync::atomic::Ordering::Relaxed);
-            Metrics::add(&metrics.tx_committed, block.txs.len() as u64);
-            let _ = shared.blocks.send(Arc::new(block));
+            if !more {
+                break;
+            }
         }
     }
 }
