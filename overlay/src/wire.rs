@@ -49,7 +49,8 @@ pub enum Request {
     PutChunk {
         /// SHA3-256 of `bytes`.
         hash: ChunkHash,
-        /// The chunk.
+        /// The chunk. (`serde_bytes`: copied as one block, not byte by byte; same encoding.)
+        #[serde(with = "serde_bytes")]
         bytes: Vec<u8>,
     },
     /// Send the chunk stored under this hash.
@@ -77,6 +78,7 @@ pub enum Response {
     /// The requested chunk.
     Chunk {
         /// Ciphertext and tag.
+        #[serde(with = "serde_bytes")]
         bytes: Vec<u8>,
     },
     /// One flag per asked hash, in order.
