@@ -49,6 +49,7 @@ pub struct ReplicaConfig {
     pub max_txs_per_block: usize,
     /// Longest a transaction waits in the pool before a (partial) block is proposed.
     pub block_interval_ms: u64,
+
     /// Proposed transactions not committed after this long are proposed again.
     pub retry_after_ms: u64,
     /// Most transactions waiting (pool plus proposed-but-uncommitted).
@@ -152,9 +153,6 @@ pub struct Replica {
     proposal_order: VecDeque<(u64, TxId)>,
     /// Committed entries not yet applied (see the module documentation).
     unapplied: VecDeque<Entry>,
-    /// The last `poll` left entries unapplied; this one applies them whatever it sends, so a
-    /// replica that always has something to say still applies.
-    apply_deferred: bool,
     applied_index: u64,
     snapshot_index: u64,
     pending_effects: Effects,
@@ -185,7 +183,6 @@ impl Replica {
             proposed: HashMap::new(),
             proposal_order: VecDeque::new(),
             unapplied: VecDeque::new(),
-            apply_deferred: false,
             applied_index: snapshot_index,
             snapshot_index,
             pending_effects: Effects::default(),
@@ -303,13 +300,12 @@ impl Replica {
             }
             self.handle_ready()?;
         }
-        if self.pending_effects.messages.is_empty() || self.apply_deferred {
+        if self.pending_effects.messages.is_empty() {
             self.apply_unapplied()?;
             self.maybe_snapshot()?;
         }
         let mut effects = mem::take(&mut self.pending_effects);
         effects.more = !self.unapplied.is_empty();
-        self.apply_deferred = effects.more;
         Ok(effects)
     }
 
