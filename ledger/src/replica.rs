@@ -20,7 +20,9 @@
 //! on the next `poll`, so verification never delays an acknowledgement (raft-rs allows applying
 //! after persisting and sending).
 
+use std::collections::hash_map::DefaultHasher;
 use std::collections::{HashMap, VecDeque};
+use std::hash::BuildHasherDefault;
 use std::mem;
 
 use raft::eraftpb::{ConfState, Entry, EntryType, HardState, Message, Snapshot};
@@ -146,8 +148,9 @@ pub struct Replica {
     oldest_pooled_ms: Option<u64>,
     /// Proposed, not yet seen in a block: when, and the transaction for a retry. Being here also
     /// means this replica verified the signature when proposing, so applying skips it. (Only
-    /// looked up, never iterated: the order lives in `proposal_order`.)
-    proposed: HashMap<TxId, (u64, Transaction)>,
+    /// looked up, never iterated: the order lives in `proposal_order`. A fixed-key hasher, not
+    /// `RandomState`: the core draws no randomness of its own.)
+    proposed: HashMap<TxId, (u64, Transaction), BuildHasherDefault<DefaultHasher>>,
     /// `proposed` in proposal order, so finding stale proposals does not scan them all. Entries
     /// whose transaction committed (or was proposed again) are skipped lazily.
     proposal_order: VecDeque<(u64, TxId)>,
@@ -180,7 +183,7 @@ impl Replica {
             now_ms: 0,
             pool: VecDeque::new(),
             oldest_pooled_ms: None,
-            proposed: HashMap::new(),
+            proposed: HashMap::default(),
             proposal_order: VecDeque::new(),
             unapplied: VecDeque::new(),
             applied_index: snapshot_index,
@@ -370,7 +373,7 @@ impl Replica {
         let Some(last) = self.unapplied.back().map(|entry| entry.index) else {
             return Ok(());
         };
-        let entries: Vec<Entry> = self.unapplied.drain(..).collect();
+        let entries = mem::take(&mut self.unapplied);
         let mut batch = WriteBatch {
             blocks: self.apply_entries(entries),
             applied: Some(last),
@@ -386,7 +389,7 @@ impl Replica {
     /// those this replica checked when it proposed them. An entry that does not decode (only a
     /// faulty leader could commit one) is skipped identically on every replica, as are conf
     /// changes: membership is fixed by the genesis and no replica proposes them.
-    fn apply_entries(&mut self, entries: Vec<Entry>) -> Vec<Committed> {
+    fn apply_entries(&mut self, entries: impl IntoIterator<Item = Entry>) -> Vec<Committed> {
         let mut decoded = Vec::new();
         for entry in entries {
             self.applied_index = entry.index;
