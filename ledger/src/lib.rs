@@ -25,6 +25,7 @@ mod member;
 mod replica;
 mod store;
 mod tx;
+mod tx_index;
 mod wire;
 
 pub use block::{Block, BlockHash, GENESIS_PREV_HASH};

@@ -1,9 +1,11 @@
-//! Durable storage on redb: the Raft log, hard state, conf state, latest snapshot, blocks and the
-//! transaction index. One redb write transaction per batch, so a crash leaves either all of a
-//! `Ready`'s changes or none.
+//! Durable storage on redb: the Raft log, hard state, conf state, latest snapshot, blocks and
+//! each block's transaction ids. One redb write transaction per batch, so a crash leaves either
+//! all of a `Ready`'s changes or none.
 //!
 //! Tables: `raft_log` (index → entry), `meta` (name → record), `blocks` (height → block),
-//! `tx_index` (tx id → (height, position)). Records are postcard.
+//! `block_ids` (height → the block's transaction ids, 32 bytes each, in block order). Records are
+//! postcard. Lookups by transaction id go through an in-memory [`TxIndex`] rebuilt from
+//! `block_ids` on open (its module says why).
 
 use std::path::Path;
 
@@ -16,12 +18,13 @@ use crate::contract::TxStatus;
 use crate::error::StoreError;
 use crate::replica::Committed;
 use crate::tx::TxId;
+use crate::tx_index::{Location, TxIndex};
 use crate::wire::{WireConfState, WireEntry, WireSnapshot};
 
 const LOG: TableDefinition<u64, &[u8]> = TableDefinition::new("raft_log");
 const META: TableDefinition<&str, &[u8]> = TableDefinition::new("meta");
 const BLOCKS: TableDefinition<u64, &[u8]> = TableDefinition::new("blocks");
-const TX_INDEX: TableDefinition<&[u8; 32], (u64, u32)> = TableDefinition::new("tx_index");
+const BLOCK_IDS: TableDefinition<u64, &[u8]> = TableDefinition::new("block_ids");
 
 const HARD_STATE: &str = "hard_state";
 const CONF_STATE: &str = "conf_state";
@@ -73,6 +76,7 @@ pub(crate) struct Loaded {
 /// The ledger's redb database.
 pub struct RedbStore {
     db: Database,
+    index: TxIndex,
 }
 
 impl RedbStore {
@@ -91,9 +95,19 @@ impl RedbStore {
         txn.open_table(LOG)?;
         txn.open_table(META)?;
         txn.open_table(BLOCKS)?;
-        txn.open_table(TX_INDEX)?;
+        txn.open_table(BLOCK_IDS)?;
         txn.commit()?;
-        Ok(Self { db })
+        let mut index = TxIndex::default();
+        let txn = db.begin_read()?;
+        for item in txn.open_table(BLOCK_IDS)?.iter()? {
+            let (height, ids) = item?;
+            for (position, id) in (0u32..).zip(split_ids(ids.value())?) {
+                let height = height.value();
+                index.insert(&id, Location { height, position });
+            }
+        }
+        drop(txn);
+        Ok(Self { db, index })
     }
 
     pub(crate) fn load(&self) -> Result<Loaded, StoreError> {
@@ -122,7 +136,7 @@ impl RedbStore {
         Ok(loaded)
     }
 
-    pub(crate) fn commit(&self, batch: &WriteBatch) -> Result<(), StoreError> {
+    pub(crate) fn commit(&mut self, batch: &WriteBatch) -> Result<(), StoreError> {
         if batch.is_empty() {
             return Ok(());
         }
@@ -153,15 +167,21 @@ impl RedbStore {
                 meta.insert(APPLIED, encode(applied).as_slice())?;
             }
             let mut blocks = txn.open_table(BLOCKS)?;
-            let mut index = txn.open_table(TX_INDEX)?;
+            let mut block_ids = txn.open_table(BLOCK_IDS)?;
             for Committed { block, ids } in &batch.blocks {
                 blocks.insert(block.height, block.encode().as_slice())?;
-                for (position, id) in (0u32..).zip(ids) {
-                    index.insert(id.as_bytes(), (block.height, position))?;
-                }
+                let flat: Vec<u8> = ids.iter().flat_map(|id| *id.as_bytes()).collect();
+                block_ids.insert(block.height, flat.as_slice())?;
             }
         }
         txn.commit()?;
+        // Only what is durable is indexed.
+        for Committed { block, ids } in &batch.blocks {
+            for (position, id) in (0u32..).zip(ids) {
+                let height = block.height;
+                self.index.insert(id, Location { height, position });
+            }
+        }
         Ok(())
     }
 
@@ -190,13 +210,8 @@ impl RedbStore {
 
     /// Where a committed transaction landed, and its result.
     pub fn tx_status(&self, id: &TxId) -> Result<Option<TxStatus>, StoreError> {
-        let (height, position) = {
-            let txn = self.db.begin_read()?;
-            let index = txn.open_table(TX_INDEX)?;
-            let Some(value) = index.get(id.as_bytes())? else {
-                return Ok(None);
-            };
-            value.value()
+        let Some(Location { height, position }) = self.locate(id)? else {
+            return Ok(None);
         };
         let Some(block) = self.block(height)? else {
             return Ok(None);
@@ -206,7 +221,7 @@ impl RedbStore {
             .get(position as usize)
             .cloned()
             .ok_or_else(|| StoreError::Corrupt {
-                table: "tx_index",
+                table: "block_ids",
                 reason: format!("position {position} beyond block {height}"),
             })?;
         Ok(Some(TxStatus {
@@ -215,6 +230,40 @@ impl RedbStore {
             result,
         }))
     }
+}
+
+impl RedbStore {
+    /// Confirms the index's candidates for `id` against the blocks' id lists: the prefix
+    /// candidate first (the first commit of an id), then the full-id entry.
+    fn locate(&self, id: &TxId) -> Result<Option<Location>, StoreError> {
+        let candidates = self.index.candidates(id);
+        let Some(by_prefix) = candidates.by_prefix else {
+            return Ok(candidates.by_id);
+        };
+        let txn = self.db.begin_read()?;
+        let block_ids = txn.open_table(BLOCK_IDS)?;
+        let confirmed = match block_ids.get(by_prefix.height)? {
+            Some(ids) => split_ids(ids.value())?.nth(by_prefix.position as usize) == Some(*id),
+            None => false,
+        };
+        Ok(if confirmed {
+            Some(by_prefix)
+        } else {
+            candidates.by_id
+        })
+    }
+}
+
+/// The ids of one `block_ids` record.
+fn split_ids(bytes: &[u8]) -> Result<impl Iterator<Item = TxId> + '_, StoreError> {
+    let (ids, rest) = bytes.as_chunks::<32>();
+    if !rest.is_empty() {
+        return Err(StoreError::Corrupt {
+            table: "block_ids",
+            reason: format!("{} bytes is not a whole number of ids", bytes.len()),
+        });
+    }
+    Ok(ids.iter().map(|id| TxId::from_bytes(*id)))
 }
 
 fn encode<T: serde::Serialize>(value: &T) -> Vec<u8> {

@@ -327,6 +327,15 @@ impl Cluster {
                     assert_eq!(landed.get(tx), Some(height), "tx {tx} on replica {id}");
                 }
             }
+            // The store finds them by id too (a restarted replica rebuilt its index). A sample:
+            // each lookup decodes the whole block.
+            let step = (self.acknowledged.len() / 50).max(1);
+            for (tx, height) in self.acknowledged.iter().step_by(step) {
+                if *height >= first_held {
+                    let status = replica.store().tx_status(tx).unwrap();
+                    assert_eq!(status.map(|s| s.height), Some(*height), "status of {tx}");
+                }
+            }
         }
     }
 }
