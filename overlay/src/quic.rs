@@ -211,6 +211,34 @@ fn certified_key(
     )))
 }
 
+/// Socket buffer size asked for; the kernel caps it (`net.core.rmem_max`, `wmem_max`).
+const SOCKET_BUFFER_BYTES: usize = 8 << 20;
+
+/// A UDP socket bound to `listen` with large buffers. Linux's default receive buffer (~200 KiB)
+/// holds a few milliseconds of a fast transfer; when the receiving task is late the kernel
+/// drops datagrams, and QUIC reads the drops as congestion (and as an MTU black hole).
+fn udp_socket(listen: SocketAddr) -> std::io::Result<std::net::UdpSocket> {
+    use socket2::{Domain, Protocol, Socket, Type};
+    let socket = Socket::new(
+        Domain::for_address(listen),
+        Type::DGRAM,
+        Some(Protocol::UDP),
+    )?;
+    // Best effort: a smaller buffer is slower, not wrong.
+    if let Err(error) = socket.set_recv_buffer_size(SOCKET_BUFFER_BYTES) {
+        tracing::debug!(%error, "could not enlarge the UDP receive buffer");
+    }
+    if let Err(error) = socket.set_send_buffer_size(SOCKET_BUFFER_BYTES) {
+        tracing::debug!(%error, "could not enlarge the UDP send buffer");
+    }
+    if listen.is_ipv6() {
+        // As quinn's own binding does: an IPv6 socket serves IPv4-mapped peers too.
+        let _ = socket.set_only_v6(false);
+    }
+    socket.bind(&listen.into())?;
+    Ok(socket.into())
+}
+
 fn transport_config() -> Arc<quinn::TransportConfig> {
     let mut config = quinn::TransportConfig::default();
     config
@@ -295,11 +323,16 @@ impl QuicTransport {
     ) -> Result<Self, QuicError> {
         let member_keys: BTreeSet<PeerId> = members.keys().copied().collect();
         let (server_config, client_config) = tls_configs(signing_key, member_keys.clone())?;
+        let bind_error = |reason: String| QuicError::Bind {
+            addr: listen,
+            reason,
+        };
+        let socket = udp_socket(listen).map_err(|e| bind_error(e.to_string()))?;
+        let runtime =
+            quinn::default_runtime().ok_or_else(|| bind_error("no tokio runtime".to_string()))?;
         let mut endpoint =
-            quinn::Endpoint::server(server_config, listen).map_err(|error| QuicError::Bind {
-                addr: listen,
-                reason: error.to_string(),
-            })?;
+            quinn::Endpoint::new(Default::default(), Some(server_config), socket, runtime)
+                .map_err(|e| bind_error(e.to_string()))?;
         endpoint.set_default_client_config(client_config);
         let accept_task = tokio::spawn(accept_loop(endpoint.clone(), handler));
         Ok(Self {
