@@ -64,6 +64,8 @@ pub struct Cluster {
     /// Every transaction any replica acknowledged (committed and applied), with its block height.
     pub acknowledged: BTreeMap<TxId, u64>,
     pub config: fn(u64, u64) -> ReplicaConfig,
+    /// Polls that returned messages and put applying off to the next poll (`Effects::more`).
+    pub deferred_applies: usize,
 }
 
 pub fn default_config(id: u64, seed: u64) -> ReplicaConfig {
@@ -131,6 +133,7 @@ impl Cluster {
             drop_percent: BTreeMap::new(),
             acknowledged: BTreeMap::new(),
             config,
+            deferred_applies: 0,
         };
         for id in cluster.ids() {
             cluster.start(id);
@@ -211,6 +214,18 @@ impl Cluster {
         for _ in 0..1_000 {
             for id in self.live() {
                 let effects = self.replica_mut(id).poll().unwrap();
+                // Messages leave before blocks are applied: never both from one poll.
+                assert!(
+                    effects.messages.is_empty() || effects.committed.is_empty(),
+                    "replica {id} applied blocks before sending its messages"
+                );
+                assert!(
+                    !effects.more || !effects.messages.is_empty(),
+                    "replica {id} deferred applying with nothing to send"
+                );
+                if effects.more {
+                    self.deferred_applies += 1;
+                }
                 for committed in effects.committed {
                     for tx in &committed.block.txs {
                         self.acknowledged.insert(tx.id(), committed.block.height);
