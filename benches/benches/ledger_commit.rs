@@ -9,7 +9,8 @@
 //! the commit latency (submission to acknowledgement by the leader) p50 / p99 / max.
 //!
 //! `cargo bench -p benches --bench ledger_commit` (rates and seconds can be set with
-//! `BT_RATES=10000,30000` and `BT_SECONDS=3`).
+//! `BT_RATES=10000,30000` and `BT_SECONDS=3`; `BT_LEDGER_DIR=DIR` puts the replicas' redb files
+//! in DIR instead of memory, with every fsync Raft asks for).
 
 #![allow(missing_docs, clippy::print_stdout, clippy::unwrap_used)]
 
@@ -47,7 +48,14 @@ struct Report {
 fn start_cluster(genesis: &Genesis) -> (Vec<Replica>, u64, Duration) {
     let mut replicas: Vec<Replica> = (1..=REPLICAS as u64)
         .map(|id| {
-            let store = RedbStore::open_backend(benches::SparseMemoryBackend::default()).unwrap();
+            let store = match std::env::var_os("BT_LEDGER_DIR") {
+                Some(dir) => {
+                    let path = std::path::Path::new(&dir).join(format!("replica-{id}.redb"));
+                    let _ = std::fs::remove_file(&path);
+                    RedbStore::open_file(&path).unwrap()
+                }
+                None => RedbStore::open_backend(benches::SparseMemoryBackend::default()).unwrap(),
+            };
             Replica::open(genesis.clone(), ReplicaConfig::new(id, 7), store).unwrap()
         })
         .collect();
