@@ -113,19 +113,22 @@ pub enum RemoteError {
     Internal,
 }
 
-/// Encodes `value` as one frame: length prefix, then postcard.
+/// Encodes `value` as one frame: length prefix, then postcard. Sizes the frame first (a cheap
+/// pass that copies nothing), so an oversized value is refused before any allocation and a
+/// chunk's frame is allocated once at its size rather than grown by doubling.
 pub fn encode_frame<T: Serialize>(value: &T) -> Result<Vec<u8>, FrameError> {
-    let mut frame = postcard::to_extend(value, vec![0u8; 4])
-        .map_err(|error| FrameError::Malformed(error.to_string()))?;
-    let body_len = frame.len() - 4;
-    if body_len > MAX_FRAME_BYTES as usize {
-        return Err(FrameError::TooLarge {
+    let malformed = |error: postcard::Error| FrameError::Malformed(error.to_string());
+    let body_len = postcard::experimental::serialized_size(value).map_err(malformed)?;
+    let size_bytes = u32::try_from(body_len)
+        .ok()
+        .filter(|size| *size <= MAX_FRAME_BYTES)
+        .ok_or(FrameError::TooLarge {
             size_bytes: body_len as u64,
             limit_bytes: u64::from(MAX_FRAME_BYTES),
-        });
-    }
-    frame[..4].copy_from_slice(&(body_len as u32).to_be_bytes());
-    Ok(frame)
+        })?;
+    let mut frame = Vec::with_capacity(4 + body_len);
+    frame.extend_from_slice(&size_bytes.to_be_bytes());
+    postcard::to_extend(value, frame).map_err(malformed)
 }
 
 /// Decodes one frame's body.
