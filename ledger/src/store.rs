@@ -101,10 +101,7 @@ impl RedbStore {
         let txn = db.begin_read()?;
         for item in txn.open_table(BLOCK_IDS)?.iter()? {
             let (height, ids) = item?;
-            for (position, id) in (0u32..).zip(split_ids(ids.value())?) {
-                let height = height.value();
-                index.insert(&id, Location { height, position });
-            }
+            index.insert_block(height.value(), split_ids(ids.value())?);
         }
         drop(txn);
         Ok(Self { db, index })
@@ -177,10 +174,7 @@ impl RedbStore {
         txn.commit()?;
         // Only what is durable is indexed.
         for Committed { block, ids } in &batch.blocks {
-            for (position, id) in (0u32..).zip(ids) {
-                let height = block.height;
-                self.index.insert(id, Location { height, position });
-            }
+            self.index.insert_block(block.height, ids.iter().copied());
         }
         Ok(())
     }
@@ -230,9 +224,7 @@ impl RedbStore {
             result,
         }))
     }
-}
 
-impl RedbStore {
     /// Confirms the index's candidates for `id` against the blocks' id lists: the prefix
     /// candidate first (the first commit of an id), then the full-id entry.
     fn locate(&self, id: &TxId) -> Result<Option<Location>, StoreError> {

@@ -75,6 +75,13 @@ impl TxIndex {
         }
     }
 
+    /// Records the transactions of the block at `height`, in block order.
+    pub(crate) fn insert_block(&mut self, height: u64, ids: impl IntoIterator<Item = TxId>) {
+        for (position, id) in (0u32..).zip(ids) {
+            self.insert(&id, Location { height, position });
+        }
+    }
+
     /// Where `id` may have landed.
     pub(crate) fn candidates(&self, id: &TxId) -> Candidates {
         Candidates {

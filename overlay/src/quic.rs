@@ -330,9 +330,13 @@ impl QuicTransport {
         let socket = udp_socket(listen).map_err(|e| bind_error(e.to_string()))?;
         let runtime =
             quinn::default_runtime().ok_or_else(|| bind_error("no tokio runtime".to_string()))?;
-        let mut endpoint =
-            quinn::Endpoint::new(Default::default(), Some(server_config), socket, runtime)
-                .map_err(|e| bind_error(e.to_string()))?;
+        let mut endpoint = quinn::Endpoint::new(
+            quinn::EndpointConfig::default(),
+            Some(server_config),
+            socket,
+            runtime,
+        )
+        .map_err(|e| bind_error(e.to_string()))?;
         endpoint.set_default_client_config(client_config);
         let accept_task = tokio::spawn(accept_loop(endpoint.clone(), handler));
         Ok(Self {

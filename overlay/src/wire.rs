@@ -119,16 +119,21 @@ pub enum RemoteError {
 pub fn encode_frame<T: Serialize>(value: &T) -> Result<Vec<u8>, FrameError> {
     let malformed = |error: postcard::Error| FrameError::Malformed(error.to_string());
     let body_len = postcard::experimental::serialized_size(value).map_err(malformed)?;
-    let size_bytes = u32::try_from(body_len)
+    let size_bytes = frame_size(body_len)?;
+    let mut frame = Vec::with_capacity(4 + body_len);
+    frame.extend_from_slice(&size_bytes.to_be_bytes());
+    postcard::to_extend(value, frame).map_err(malformed)
+}
+
+/// The length prefix of a frame whose body is `body_len` bytes, if that is within the limit.
+fn frame_size(body_len: usize) -> Result<u32, FrameError> {
+    u32::try_from(body_len)
         .ok()
         .filter(|size| *size <= MAX_FRAME_BYTES)
         .ok_or(FrameError::TooLarge {
             size_bytes: body_len as u64,
             limit_bytes: u64::from(MAX_FRAME_BYTES),
-        })?;
-    let mut frame = Vec::with_capacity(4 + body_len);
-    frame.extend_from_slice(&size_bytes.to_be_bytes());
-    postcard::to_extend(value, frame).map_err(malformed)
+        })
 }
 
 /// Decodes one frame's body.
@@ -153,13 +158,7 @@ pub async fn write_raw_frame<W: AsyncWrite + Unpin>(
     writer: &mut W,
     payload: &[u8],
 ) -> Result<(), FrameError> {
-    let size_bytes = u32::try_from(payload.len())
-        .ok()
-        .filter(|size| *size <= MAX_FRAME_BYTES)
-        .ok_or(FrameError::TooLarge {
-            size_bytes: payload.len() as u64,
-            limit_bytes: u64::from(MAX_FRAME_BYTES),
-        })?;
+    let size_bytes = frame_size(payload.len())?;
     let io = |error: std::io::Error| FrameError::Io(error.to_string());
     writer
         .write_all(&size_bytes.to_be_bytes())
