@@ -50,6 +50,7 @@ fn start_cluster(genesis: &Genesis) -> (Vec<Replica>, u64, Duration) {
         .map(|id| {
             let store = match std::env::var_os("BT_LEDGER_DIR") {
                 Some(dir) => {
+                    std::fs::create_dir_all(&dir).unwrap();
                     let path = std::path::Path::new(&dir).join(format!("replica-{id}.redb"));
                     let _ = std::fs::remove_file(&path);
                     RedbStore::open_file(&path).unwrap()
