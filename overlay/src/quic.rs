@@ -105,6 +105,13 @@ impl MemberVerifier {
     }
 }
 
+/// Both verifiers refuse TLS 1.2 signatures: raw public keys are only offered with TLS 1.3.
+fn refuse_tls12() -> Result<HandshakeSignatureValid, rustls::Error> {
+    Err(rustls::Error::PeerIncompatible(
+        rustls::PeerIncompatible::Tls12NotOffered,
+    ))
+}
+
 impl ServerCertVerifier for MemberVerifier {
     fn verify_server_cert(
         &self,
@@ -124,9 +131,7 @@ impl ServerCertVerifier for MemberVerifier {
         _cert: &CertificateDer<'_>,
         _dss: &DigitallySignedStruct,
     ) -> Result<HandshakeSignatureValid, rustls::Error> {
-        Err(rustls::Error::PeerIncompatible(
-            rustls::PeerIncompatible::Tls12NotOffered,
-        ))
+        refuse_tls12()
     }
 
     fn verify_tls13_signature(
@@ -168,9 +173,7 @@ impl ClientCertVerifier for MemberVerifier {
         _cert: &CertificateDer<'_>,
         _dss: &DigitallySignedStruct,
     ) -> Result<HandshakeSignatureValid, rustls::Error> {
-        Err(rustls::Error::PeerIncompatible(
-            rustls::PeerIncompatible::Tls12NotOffered,
-        ))
+        refuse_tls12()
     }
 
     fn verify_tls13_signature(
