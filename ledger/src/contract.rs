@@ -8,13 +8,13 @@
 
 use std::collections::BTreeMap;
 
-use ed25519_dalek::VerifyingKey;
 use keyshare::{
     ChunkLayout, FileId, MAX_SHARE_COUNT, SHARE_SIZE_BYTES, SealedShare, TAG_SIZE_BYTES,
 };
 
 use crate::block::{Block, BlockHash, GENESIS_PREV_HASH};
 use crate::member::{Genesis, Member, MemberId, Role};
+use crate::signature::{self, Item, PublicKey};
 use crate::tx::{Body, MasterTable, RequestId, Transaction, TxId};
 
 /// Ciphertext size of a sealed share: the encoded share plus the AES-GCM tag.
@@ -228,7 +228,9 @@ pub(crate) struct ContractState {
 #[derive(Clone, Debug)]
 pub struct State {
     genesis: Genesis,
-    keys: BTreeMap<MemberId, VerifyingKey>,
+    /// Member keys decoded once; a key that does not decode (refused by a valid genesis) is
+    /// absent, so its transactions get `BadSignature`.
+    keys: BTreeMap<MemberId, PublicKey>,
     contract: ContractState,
 }
 
@@ -248,7 +250,7 @@ impl State {
         let keys = genesis
             .members
             .iter()
-            .filter_map(|m| Some((m.id, m.id.verifying_key()?)))
+            .filter_map(|m| Some((m.id, PublicKey::from_bytes(*m.id.as_bytes()).ok()?)))
             .collect();
         Self {
             genesis,
@@ -602,32 +604,31 @@ fn answer_request(
     Ok(())
 }
 
-/// Checks the signatures of `txs` against `state`'s chain id and member keys: one batch
-/// verification, and one by one only if the batch fails, to find the bad ones. Senders that are
-/// not members get `false`.
+/// Checks the signatures of `txs` against `state`'s chain id and member keys under ZIP-215 (see
+/// the `signature` module): one batch equation, and one by one only if the batch fails. Each
+/// verdict depends on its transaction alone, never on the others in `txs`. Senders that are not
+/// members get `false`.
 pub fn verify_signatures(state: &State, txs: &[&Transaction]) -> Vec<bool> {
     let chain_id = state.genesis.chain_id.as_str();
-    let known: Vec<(usize, VerifyingKey)> = txs
+    let known: Vec<(usize, &PublicKey, Vec<u8>)> = txs
         .iter()
         .enumerate()
-        .filter_map(|(i, tx)| Some((i, *state.keys.get(&tx.sender)?)))
+        .filter_map(|(i, tx)| {
+            let key = state.keys.get(&tx.sender)?;
+            Some((i, key, tx.signing_bytes(chain_id)))
+        })
         .collect();
-    let messages: Vec<Vec<u8>> = known
+    let items: Vec<Item<'_>> = known
         .iter()
-        .map(|(i, _)| txs[*i].signing_bytes(chain_id))
+        .map(|(i, key, message)| Item {
+            key,
+            message,
+            signature: &txs[*i].signature,
+        })
         .collect();
-    let message_refs: Vec<&[u8]> = messages.iter().map(Vec::as_slice).collect();
-    let signatures: Vec<_> = known.iter().map(|(i, _)| txs[*i].signature).collect();
-    let keys: Vec<VerifyingKey> = known.iter().map(|(_, key)| *key).collect();
     let mut verdicts = vec![false; txs.len()];
-    if ed25519_dalek::verify_batch(&message_refs, &signatures, &keys).is_ok() {
-        for (i, _) in &known {
-            verdicts[*i] = true;
-        }
-        return verdicts;
-    }
-    for ((i, key), message) in known.iter().zip(&message_refs) {
-        verdicts[*i] = key.verify_strict(message, &txs[*i].signature).is_ok();
+    for ((i, _, _), ok) in known.iter().zip(signature::verify_each(&items)) {
+        verdicts[*i] = ok;
     }
     verdicts
 }

@@ -20,9 +20,12 @@
 mod block;
 mod contract;
 mod error;
+mod limits;
 mod log_store;
 mod member;
 mod replica;
+mod signature;
+mod snapshot;
 mod store;
 mod tx;
 mod tx_index;
@@ -33,6 +36,10 @@ pub use contract::{
     AccessRecord, Answer, FileRecord, Rejection, State, TxResult, TxStatus, verify_signatures,
 };
 pub use error::{Error, StoreError, SubmitError};
+pub use limits::{
+    MAX_BLOCK_BYTES, MAX_ENTRIES_BYTES_PER_MESSAGE, MAX_MESSAGE_BYTES, MAX_TX_BYTES,
+    MESSAGE_ENVELOPE_BYTES, SNAPSHOT_PIECE_BYTES,
+};
 pub use member::{Genesis, MAX_MEMBERS, Member, MemberId, Policy, Role};
 pub use replica::{Committed, Effects, Replica, ReplicaConfig};
 pub use store::RedbStore;

@@ -6,6 +6,7 @@ use ed25519_dalek::VerifyingKey;
 use keyshare::SealingPublicKey;
 
 use crate::error::Error;
+use crate::signature::PublicKey;
 
 /// A member's identity: its ed25519 public key, printed as lowercase hex.
 #[derive(Clone, Copy, PartialEq, Eq, PartialOrd, Ord, Hash)]
@@ -86,7 +87,8 @@ pub const MAX_MEMBERS: usize = 1000;
 
 impl Genesis {
     /// Checks the genesis for internal consistency: non-empty, bounded, unique names and keys,
-    /// valid ed25519 keys, `1 <= voters <= members`.
+    /// ed25519 keys that decode and are not of small order (under ZIP-215's cofactored rule any
+    /// signature verifies for a small-order key), `1 <= voters <= members`.
     pub fn validate(&self) -> Result<(), Error> {
         let invalid = |reason: String| Err(Error::InvalidGenesis { reason });
         if self.chain_id.is_empty() {
@@ -111,8 +113,11 @@ impl Genesis {
             if !ids.insert(member.id) {
                 return invalid(format!("member key {} appears twice", member.id));
             }
-            if member.id.verifying_key().is_none() {
-                return invalid(format!("member {} has an invalid ed25519 key", member.name));
+            if let Err(error) = PublicKey::from_bytes(*member.id.as_bytes()) {
+                return invalid(format!(
+                    "member {} has an unusable ed25519 key: {error}",
+                    member.name
+                ));
             }
         }
         Ok(())

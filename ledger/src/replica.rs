@@ -21,22 +21,27 @@
 //! after persisting and sending).
 
 use std::collections::hash_map::DefaultHasher;
-use std::collections::{HashMap, VecDeque};
+use std::collections::{BTreeMap, HashMap, VecDeque};
 use std::hash::BuildHasherDefault;
 use std::mem;
 
-use raft::eraftpb::{ConfState, Entry, EntryType, HardState, Message, Snapshot};
-use raft::{Config, RawNode, StateRole};
+use bytes::Bytes;
+use raft::eraftpb::{ConfState, Entry, EntryType, HardState, Message, MessageType, Snapshot};
+use raft::{Config, ProgressState, RawNode, SnapshotStatus, StateRole};
 use sha3::{Digest, Sha3_256};
 
 use crate::block::{Block, Proposal, ProposalRef};
 use crate::contract::{ContractState, Rejection, State, verify_signatures};
 use crate::error::{Error, SubmitError};
+use crate::limits::{
+    MAX_BLOCK_BYTES, MAX_ENTRIES_BYTES_PER_MESSAGE, MAX_TX_BYTES, PROPOSAL_HEADER_BYTES,
+};
 use crate::log_store::LogStore;
 use crate::member::Genesis;
+use crate::snapshot::{self, Body, Descriptor, Download, Holds, Progress};
 use crate::store::{HardStateRecord, Loaded, RedbStore, WriteBatch};
 use crate::tx::{Transaction, TxId};
-use crate::wire::{WireEntry, WireMessage, WireSnapshot};
+use crate::wire::{Envelope, Transfer, WireEntry, WireMessage, WireSnapshot};
 
 /// Tunables of one replica; [`ReplicaConfig::validate`] checks them.
 #[derive(Clone, Debug)]
@@ -49,6 +54,8 @@ pub struct ReplicaConfig {
     pub heartbeat_tick: usize,
     /// Most transactions in one block.
     pub max_txs_per_block: usize,
+    /// Largest encoded block proposal; at most [`MAX_BLOCK_BYTES`].
+    pub max_block_bytes: usize,
     /// Longest a transaction waits in the pool before a (partial) block is proposed.
     pub block_interval_ms: u64,
 
@@ -56,7 +63,7 @@ pub struct ReplicaConfig {
     pub retry_after_ms: u64,
     /// Most transactions waiting (pool plus proposed-but-uncommitted).
     pub max_pending_txs: usize,
-    /// Largest encoded transaction accepted.
+    /// Largest encoded transaction accepted; at most [`MAX_TX_BYTES`].
     pub max_tx_bytes: usize,
     /// Applied entries between snapshots (which compact the log).
     pub snapshot_interval_entries: u64,
@@ -72,10 +79,11 @@ impl ReplicaConfig {
             election_tick: 10,
             heartbeat_tick: 2,
             max_txs_per_block: 10_000,
+            max_block_bytes: MAX_BLOCK_BYTES,
             block_interval_ms: 10,
             retry_after_ms: 3_000,
             max_pending_txs: 200_000,
-            max_tx_bytes: 256 * 1024,
+            max_tx_bytes: MAX_TX_BYTES,
             snapshot_interval_entries: 1_000,
             seed,
         }
@@ -96,6 +104,15 @@ impl ReplicaConfig {
         }
         if !(1..=100_000).contains(&self.max_txs_per_block) {
             return invalid("max_txs_per_block must be 1..=100000");
+        }
+        if self.max_block_bytes > MAX_BLOCK_BYTES {
+            return invalid("max_block_bytes must be at most MAX_BLOCK_BYTES");
+        }
+        if self.max_tx_bytes == 0 || self.max_tx_bytes > MAX_TX_BYTES {
+            return invalid("max_tx_bytes must be 1..=MAX_TX_BYTES");
+        }
+        if self.max_tx_bytes + PROPOSAL_HEADER_BYTES > self.max_block_bytes {
+            return invalid("a block must hold the largest transaction");
         }
         if self.max_pending_txs < self.max_txs_per_block {
             return invalid("max_pending_txs must hold at least one block");
@@ -129,10 +146,37 @@ pub struct Committed {
     pub ids: Vec<TxId>,
 }
 
-/// What a snapshot carries: the whole contract state at its index.
-#[derive(serde::Serialize, serde::Deserialize)]
+/// A snapshot's body: the whole contract state at its index. It travels in pieces beside Raft
+/// (see the `snapshot` module); Raft's own snapshot carries only its descriptor.
+#[derive(serde::Deserialize)]
 struct Checkpoint {
     contract: ContractState,
+}
+
+/// [`Checkpoint`] borrowing the state, so taking a snapshot encodes it without a copy. Encodes to
+/// the same bytes.
+#[derive(serde::Serialize)]
+struct CheckpointRef<'a> {
+    contract: &'a ContractState,
+}
+
+impl Checkpoint {
+    fn decode(bytes: &[u8]) -> Result<ContractState, postcard::Error> {
+        postcard::from_bytes::<Self>(bytes).map(|checkpoint| checkpoint.contract)
+    }
+}
+
+/// A snapshot body that arrived whole and decoded, waiting for Raft to hand its snapshot back.
+struct Staged {
+    body: Body,
+    contract: ContractState,
+}
+
+/// A transaction waiting for a block, with its encoded size.
+struct Pooled {
+    id: TxId,
+    tx: Transaction,
+    size_bytes: usize,
 }
 
 /// One ledger replica. See the module documentation.
@@ -144,13 +188,15 @@ pub struct Replica {
     state: State,
     now_ms: u64,
     /// Submitted, not yet proposed.
-    pool: VecDeque<(TxId, Transaction)>,
+    pool: VecDeque<Pooled>,
+    /// Encoded bytes of the transactions in `pool`.
+    pool_bytes: usize,
     oldest_pooled_ms: Option<u64>,
     /// Proposed, not yet seen in a block: when, and the transaction for a retry. Being here also
     /// means this replica verified the signature when proposing, so applying skips it. (Only
     /// looked up, never iterated: the order lives in `proposal_order`. A fixed-key hasher, not
     /// `RandomState`: the core draws no randomness of its own.)
-    proposed: HashMap<TxId, (u64, Transaction), BuildHasherDefault<DefaultHasher>>,
+    proposed: HashMap<TxId, (u64, Pooled), BuildHasherDefault<DefaultHasher>>,
     /// `proposed` in proposal order, so finding stale proposals does not scan them all. Entries
     /// whose transaction committed (or was proposed again) are skipped lazily.
     proposal_order: VecDeque<(u64, TxId)>,
@@ -159,6 +205,13 @@ pub struct Replica {
     applied_index: u64,
     snapshot_index: u64,
     pending_effects: Effects,
+    /// Snapshot bodies this replica can serve.
+    holds: Holds,
+    /// The snapshot transfer this replica is receiving.
+    download: Option<Download>,
+    staged: Option<Staged>,
+    /// Leader: when each follower last showed life in a snapshot transfer.
+    transfer_activity_ms: BTreeMap<u64, u64>,
 }
 
 impl Replica {
@@ -168,8 +221,12 @@ impl Replica {
         config.validate(&genesis)?;
         let loaded = store.load()?;
         let log = LogStore::default();
-        let (state, snapshot_index) =
-            restore_log(&log, &genesis, loaded.snapshot.as_ref(), &loaded)?;
+        let (state, held) = restore_log(&log, &genesis, &loaded)?;
+        let snapshot_index = held.as_ref().map_or(0, |body| body.index);
+        let mut holds = Holds::default();
+        if let Some(body) = held {
+            holds.hold(body);
+        }
         let applied_index = loaded.applied.max(snapshot_index);
         let raft_config = raft_config(&config, &genesis, applied_index);
         let logger = slog::Logger::root(slog::Discard, slog::o!());
@@ -182,6 +239,7 @@ impl Replica {
             state,
             now_ms: 0,
             pool: VecDeque::new(),
+            pool_bytes: 0,
             oldest_pooled_ms: None,
             proposed: HashMap::default(),
             proposal_order: VecDeque::new(),
@@ -189,6 +247,10 @@ impl Replica {
             applied_index: snapshot_index,
             snapshot_index,
             pending_effects: Effects::default(),
+            holds,
+            download: None,
+            staged: None,
+            transfer_activity_ms: BTreeMap::new(),
         };
         replica.replay_stored_blocks(applied_index)?;
         Ok(replica)
@@ -225,6 +287,18 @@ impl Replica {
         self.applied_index
     }
 
+    /// Raft index of the latest snapshot (0 before the first).
+    pub fn snapshot_index(&self) -> u64 {
+        self.snapshot_index
+    }
+
+    /// Size of the latest snapshot's body: the encoded contract state at that index.
+    pub fn snapshot_body_bytes(&self) -> u64 {
+        self.holds
+            .latest()
+            .map_or(0, |body| body.descriptor.body_bytes)
+    }
+
     /// Transactions waiting for a block (pooled plus proposed).
     pub fn pending_len(&self) -> usize {
         self.pool.len() + self.proposed.len()
@@ -236,6 +310,8 @@ impl Replica {
         self.node.tick();
         self.requeue_stale();
         self.propose_due(false);
+        self.drive_download();
+        self.watch_transfers();
     }
 
     /// Feeds a message from a peer. A malformed or misaddressed message is refused with an error
@@ -255,8 +331,16 @@ impl Replica {
                 reason: format!("sender {} is not a member", wire.sender()),
             });
         }
-        let message = Message::try_from(wire)?;
-        self.node.step(message)?;
+        match wire.0 {
+            Envelope::Raft(raft) => {
+                let message = Message::try_from(raft)?;
+                if message.get_msg_type() == MessageType::MsgSnapshot {
+                    return self.receive_snapshot(message);
+                }
+                self.node.step(message)?;
+            }
+            Envelope::Transfer { from, transfer, .. } => self.handle_transfer(from, transfer)?,
+        }
         Ok(())
     }
 
@@ -281,7 +365,8 @@ impl Replica {
             .precheck(&tx, true)
             .map_err(SubmitError::Rejected)?;
         let id = TxId::of_encoding(&encoded);
-        self.pool.push_back((id, tx));
+        self.pool_bytes += size_bytes;
+        self.pool.push_back(Pooled { id, tx, size_bytes });
         self.oldest_pooled_ms.get_or_insert(self.now_ms);
         self.propose_due(false);
         Ok(id)
@@ -317,7 +402,7 @@ impl Replica {
         let mut messages: Vec<WireMessage> = ready
             .take_messages()
             .into_iter()
-            .map(WireMessage::from)
+            .map(|message| self.outgoing(message))
             .collect();
         let mut batch = WriteBatch {
             sync: ready.must_sync(),
@@ -327,7 +412,7 @@ impl Replica {
             // The snapshot supersedes whatever is queued; apply that first so the state the
             // snapshot replaces is a whole one.
             self.apply_unapplied()?;
-            self.install_snapshot(ready.snapshot().clone(), &mut batch)?;
+            self.install_snapshot(ready.snapshot().clone(), &mut batch);
         }
         self.unapplied.extend(ready.take_committed_entries());
         if !ready.entries().is_empty() {
@@ -344,12 +429,8 @@ impl Replica {
             batch.hard_state = Some(record(hard_state));
         }
         self.store.commit(&batch)?;
-        messages.extend(
-            ready
-                .take_persisted_messages()
-                .into_iter()
-                .map(WireMessage::from),
-        );
+        let persisted = ready.take_persisted_messages();
+        messages.extend(persisted.into_iter().map(|message| self.outgoing(message)));
 
         let mut light = self.node.advance(ready);
         let mut batch = WriteBatch::default();
@@ -360,7 +441,12 @@ impl Replica {
             log.set_hard_state(hard_state.clone());
             batch.hard_state = Some(record(&hard_state));
         }
-        messages.extend(light.take_messages().into_iter().map(WireMessage::from));
+        let light_messages = light.take_messages();
+        messages.extend(
+            light_messages
+                .into_iter()
+                .map(|message| self.outgoing(message)),
+        );
         self.unapplied.extend(light.take_committed_entries());
         self.store.commit(&batch)?;
         self.node.advance_apply();
@@ -441,37 +527,58 @@ impl Replica {
         let Some(oldest) = self.oldest_pooled_ms else {
             return;
         };
-        let full = self.pool.len() >= self.config.max_txs_per_block;
         let waited = self.now_ms.saturating_sub(oldest) >= self.config.block_interval_ms;
         // Without a known leader a proposal would be dropped; keep pooling until one appears.
-        if !(full || waited || force) || self.leader().is_none() {
+        if !(self.pool_holds_full_block() || waited || force) || self.leader().is_none() {
             return;
         }
         while !self.pool.is_empty() {
-            let take = self.pool.len().min(self.config.max_txs_per_block);
-            let batch: Vec<(TxId, Transaction)> = self.pool.drain(..take).collect();
+            let take = self.next_block_len();
+            let batch: Vec<Pooled> = self.pool.drain(..take).collect();
+            self.pool_bytes -= batch.iter().map(|p| p.size_bytes).sum::<usize>();
             if !self.propose_batch(batch) {
                 break;
             }
-            if self.pool.len() < self.config.max_txs_per_block && !force {
+            if !self.pool_holds_full_block() && !force {
                 break;
             }
         }
         self.oldest_pooled_ms = (!self.pool.is_empty()).then_some(self.now_ms);
     }
 
+    /// Whether the pool holds a block's worth of transactions, by count or by bytes.
+    fn pool_holds_full_block(&self) -> bool {
+        self.pool.len() >= self.config.max_txs_per_block
+            || self.pool_bytes + PROPOSAL_HEADER_BYTES >= self.config.max_block_bytes
+    }
+
+    /// How many transactions from the front of the pool make the next block: as many as fit by
+    /// count and by bytes, and always at least one (the largest transaction fits in a block).
+    fn next_block_len(&self) -> usize {
+        let mut bytes = PROPOSAL_HEADER_BYTES;
+        let mut count = 0;
+        for pooled in self.pool.iter().take(self.config.max_txs_per_block) {
+            if bytes + pooled.size_bytes > self.config.max_block_bytes {
+                break;
+            }
+            bytes += pooled.size_bytes;
+            count += 1;
+        }
+        count.max(1)
+    }
+
     /// Verifies and proposes one batch; on a refused proposal puts the batch back and returns
     /// false.
-    fn propose_batch(&mut self, batch: Vec<(TxId, Transaction)>) -> bool {
-        let txs: Vec<&Transaction> = batch.iter().map(|(_, tx)| tx).collect();
+    fn propose_batch(&mut self, batch: Vec<Pooled>) -> bool {
+        let txs: Vec<&Transaction> = batch.iter().map(|pooled| &pooled.tx).collect();
         let verdicts = verify_signatures(&self.state, &txs);
         let mut admitted = Vec::with_capacity(batch.len());
-        for ((id, tx), ok) in batch.into_iter().zip(verdicts) {
+        for (pooled, ok) in batch.into_iter().zip(verdicts) {
             if ok {
-                admitted.push((id, tx));
+                admitted.push(pooled);
             } else {
                 let error = SubmitError::Rejected(Rejection::BadSignature);
-                self.pending_effects.refused.push((id, error));
+                self.pending_effects.refused.push((pooled.id, error));
             }
         }
         if admitted.is_empty() {
@@ -479,18 +586,24 @@ impl Replica {
         }
         let proposal = ProposalRef {
             timestamp_ms: self.now_ms,
-            txs: admitted.iter().map(|(_, tx)| tx).collect(),
+            txs: admitted.iter().map(|pooled| &pooled.tx).collect(),
         };
         let data = postcard::to_allocvec(&proposal).unwrap_or_default();
+        // `next_block_len` counted the bytes; a block that does not fit could never be sent.
+        assert!(
+            data.len() <= self.config.max_block_bytes,
+            "block over its byte limit"
+        );
         if self.node.propose(vec![], data).is_err() {
-            for entry in admitted.into_iter().rev() {
-                self.pool.push_front(entry);
+            for pooled in admitted.into_iter().rev() {
+                self.pool_bytes += pooled.size_bytes;
+                self.pool.push_front(pooled);
             }
             return false;
         }
-        for (id, tx) in admitted {
-            self.proposed.insert(id, (self.now_ms, tx));
-            self.proposal_order.push_back((self.now_ms, id));
+        for pooled in admitted {
+            self.proposal_order.push_back((self.now_ms, pooled.id));
+            self.proposed.insert(pooled.id, (self.now_ms, pooled));
         }
         true
     }
@@ -504,8 +617,9 @@ impl Replica {
                 Some((proposed_at, _)) if *proposed_at != at => {}
                 Some(_) if self.now_ms.saturating_sub(at) < self.config.retry_after_ms => break,
                 Some(_) => {
-                    if let Some((_, tx)) = self.proposed.remove(&id) {
-                        self.pool.push_back((id, tx));
+                    if let Some((_, pooled)) = self.proposed.remove(&id) {
+                        self.pool_bytes += pooled.size_bytes;
+                        self.pool.push_back(pooled);
                         self.oldest_pooled_ms.get_or_insert(self.now_ms);
                     }
                 }
@@ -514,24 +628,217 @@ impl Replica {
         }
     }
 
-    fn install_snapshot(
+    /// Converts an outgoing Raft message; notes when a snapshot is offered, so a transfer that
+    /// goes silent can be reported failed (see `watch_transfers`).
+    fn outgoing(&mut self, message: Message) -> WireMessage {
+        if message.get_msg_type() == MessageType::MsgSnapshot {
+            self.transfer_activity_ms.insert(message.to, self.now_ms);
+        }
+        WireMessage::from(message)
+    }
+
+    fn send_transfer(&mut self, to: u64, transfer: Transfer) {
+        let message = WireMessage::transfer(self.config.id, to, transfer);
+        self.pending_effects.messages.push(message);
+    }
+
+    /// A leader offers a snapshot. Its body is fetched in pieces first; Raft sees the offer only
+    /// once the body is here, checked and decoded (see the `snapshot` module).
+    fn receive_snapshot(&mut self, message: Message) -> Result<(), Error> {
+        let from = message.from;
+        let index = message.get_snapshot().get_metadata().index;
+        if index <= self.node.raft.raft_log.committed {
+            // Stale: Raft ignores it and tells the leader where this replica is.
+            self.node.step(message)?;
+            return Ok(());
+        }
+        let descriptor = match Descriptor::decode(&message.get_snapshot().data) {
+            Ok(descriptor) => descriptor,
+            Err(error) => {
+                self.send_transfer(from, Transfer::Abort { index });
+                return Err(error);
+            }
+        };
+        let staged = self.staged.as_ref().map(|staged| &staged.body);
+        if staged.is_some_and(|body| body.index == index && body.descriptor == descriptor) {
+            self.node.step(message)?;
+            return Ok(());
+        }
+        if let Some(download) = &self.download
+            && download.is_for(from, index, &descriptor)
+        {
+            return Ok(());
+        }
+        self.download = Some(Download::new(from, index, descriptor, message, self.now_ms));
+        self.drive_download();
+        Ok(())
+    }
+
+    fn handle_transfer(&mut self, from: u64, transfer: Transfer) -> Result<(), Error> {
+        match transfer {
+            Transfer::Request { index, piece } => {
+                if let Some(bytes) = self.holds.piece(index, piece) {
+                    self.transfer_activity_ms.insert(from, self.now_ms);
+                    self.send_transfer(
+                        from,
+                        Transfer::Piece {
+                            index,
+                            piece,
+                            bytes,
+                        },
+                    );
+                } else {
+                    self.send_transfer(from, Transfer::Unavailable { index });
+                    self.snapshot_failed(from);
+                }
+            }
+            Transfer::Piece {
+                index,
+                piece,
+                bytes,
+            } => return self.receive_piece(from, index, piece, bytes),
+            Transfer::Unavailable { index } => {
+                if self
+                    .download
+                    .as_ref()
+                    .is_some_and(|d| d.from == from && d.index == index)
+                {
+                    self.download = None;
+                }
+            }
+            Transfer::Abort { .. } => self.snapshot_failed(from),
+        }
+        Ok(())
+    }
+
+    /// Tells raft-rs the snapshot sent to `to` failed, so it offers one again.
+    fn snapshot_failed(&mut self, to: u64) {
+        self.transfer_activity_ms.remove(&to);
+        if self.is_leader() {
+            self.node.report_snapshot(to, SnapshotStatus::Failure);
+        }
+    }
+
+    fn receive_piece(
         &mut self,
-        snapshot: Snapshot,
-        batch: &mut WriteBatch,
+        from: u64,
+        index: u64,
+        piece: u32,
+        bytes: Bytes,
     ) -> Result<(), Error> {
-        let checkpoint: Checkpoint =
-            postcard::from_bytes(&snapshot.data).map_err(|e| Error::BadMessage {
-                reason: format!("snapshot does not decode: {e}"),
-            })?;
+        let now_ms = self.now_ms;
+        let Some(download) = self
+            .download
+            .as_mut()
+            .filter(|download| download.from == from && download.index == index)
+        else {
+            return Ok(());
+        };
+        let progress = download.accept(piece, bytes, now_ms);
+        let body = match progress {
+            Ok(Progress::Pending) => {
+                self.drive_download();
+                return Ok(());
+            }
+            Ok(Progress::Complete(body)) => body,
+            Err(error) => {
+                self.drive_download();
+                return Err(error);
+            }
+        };
+        let contract = match Checkpoint::decode(&body) {
+            Ok(contract) => contract,
+            Err(error) => {
+                if let Some(download) = self.download.as_mut() {
+                    download.refused_body();
+                }
+                self.drive_download();
+                return Err(Error::BadMessage {
+                    reason: format!("snapshot body at index {index} does not decode: {error}"),
+                });
+            }
+        };
+        let Some(download) = self.download.take() else {
+            return Ok(());
+        };
+        self.staged = Some(Staged {
+            body: Body {
+                index,
+                descriptor: download.descriptor,
+                bytes: body,
+            },
+            contract,
+        });
+        self.node.step(download.message)?;
+        Ok(())
+    }
+
+    /// Requests the pieces due; gives up on a transfer that stalled or keeps failing.
+    fn drive_download(&mut self) {
+        let now_ms = self.now_ms;
+        let Some(download) = self.download.as_mut() else {
+            return;
+        };
+        if download.stalled(now_ms) || download.exhausted() {
+            let (from, index) = (download.from, download.index);
+            self.download = None;
+            self.send_transfer(from, Transfer::Abort { index });
+            return;
+        }
+        let (from, index) = (download.from, download.index);
+        for piece in download.requests(now_ms) {
+            self.send_transfer(from, Transfer::Request { index, piece });
+        }
+    }
+
+    /// Leader: reports snapshots failed for followers that went silent mid-transfer, so raft-rs
+    /// does not wait for them forever.
+    fn watch_transfers(&mut self) {
+        if !self.is_leader() {
+            self.transfer_activity_ms.clear();
+            return;
+        }
+        let mut silent = Vec::new();
+        for (id, progress) in self.node.raft.prs().iter() {
+            if progress.state != ProgressState::Snapshot {
+                continue;
+            }
+            let last_ms = *self.transfer_activity_ms.entry(*id).or_insert(self.now_ms);
+            if self.now_ms.saturating_sub(last_ms) >= snapshot::STALL_MS {
+                silent.push(*id);
+            }
+        }
+        for id in silent {
+            self.snapshot_failed(id);
+        }
+    }
+
+    /// Installs the snapshot Raft handed back: the state staged when its body arrived (Raft only
+    /// sees a snapshot after `receive_snapshot` staged its body). State, descriptor and body are
+    /// written in one batch.
+    fn install_snapshot(&mut self, snapshot: Snapshot, batch: &mut WriteBatch) {
         let index = snapshot.get_metadata().index;
-        self.state = State::from_contract(self.state.genesis().clone(), checkpoint.contract);
+        let staged = self
+            .staged
+            .take()
+            .filter(|staged| staged.body.index == index);
+        let Some(Staged { body, contract }) = staged else {
+            panic!("raft installed snapshot {index}, whose body was never staged");
+        };
+        assert_eq!(
+            Descriptor::decode(&snapshot.data).ok(),
+            Some(body.descriptor),
+            "staged body differs from the snapshot's descriptor"
+        );
+        self.state = State::from_contract(self.state.genesis().clone(), contract);
         self.log.write().install_snapshot(snapshot.clone());
         self.applied_index = index;
         self.snapshot_index = index;
         batch.snapshot = Some(WireSnapshot::from(snapshot));
+        batch.snapshot_body = Some(body.bytes.clone());
         batch.applied = Some(index);
         batch.sync = true;
-        Ok(())
+        self.holds.hold(body);
     }
 
     /// Takes a snapshot of the contract state and compacts the log when enough entries applied.
@@ -540,13 +847,17 @@ impl Replica {
             return Ok(());
         }
         let index = self.applied_index;
-        let checkpoint = Checkpoint {
-            contract: self.state.contract().clone(),
+        let checkpoint = CheckpointRef {
+            contract: self.state.contract(),
         };
-        let mut snapshot = Snapshot {
-            data: postcard::to_allocvec(&checkpoint)
+        let body = Body::new(
+            index,
+            postcard::to_allocvec(&checkpoint)
                 .unwrap_or_default()
                 .into(),
+        );
+        let mut snapshot = Snapshot {
+            data: body.descriptor.encode().into(),
             ..Snapshot::default()
         };
         {
@@ -560,9 +871,11 @@ impl Replica {
         self.snapshot_index = index;
         self.store.commit(&WriteBatch {
             snapshot: Some(WireSnapshot::from(snapshot)),
+            snapshot_body: Some(body.bytes.clone()),
             sync: true,
             ..WriteBatch::default()
         })?;
+        self.holds.hold(body);
         Ok(())
     }
 
@@ -591,13 +904,12 @@ fn record(hard_state: &HardState) -> HardStateRecord {
 }
 
 /// Rebuilds the in-memory log from what the store loaded; returns the state at the snapshot (or
-/// genesis) and the snapshot's index.
+/// genesis) and the snapshot's body.
 fn restore_log(
     log: &LogStore,
     genesis: &Genesis,
-    snapshot: Option<&WireSnapshot>,
     loaded: &Loaded,
-) -> Result<(State, u64), Error> {
+) -> Result<(State, Option<Body>), Error> {
     let mut core = log.write();
     let (voters, learners) = genesis.raft_membership();
     core.set_conf_state(ConfState {
@@ -606,17 +918,23 @@ fn restore_log(
         ..ConfState::default()
     });
     let mut state = State::new(genesis.clone());
-    let mut snapshot_index = 0;
-    if let Some(wire) = snapshot {
-        let checkpoint: Checkpoint =
-            postcard::from_bytes(&wire.data).map_err(|e| crate::error::StoreError::Corrupt {
-                table: "meta",
-                reason: e.to_string(),
-            })?;
-        state = State::from_contract(genesis.clone(), checkpoint.contract);
-        snapshot_index = wire.index;
+    let mut held = None;
+    if let Some(wire) = &loaded.snapshot {
+        let corrupt = |reason: String| crate::error::StoreError::Corrupt {
+            table: "snapshot_body",
+            reason,
+        };
+        let descriptor = Descriptor::decode(&wire.data).map_err(|e| corrupt(e.to_string()))?;
+        let bytes = loaded.snapshot_body.clone().unwrap_or_default();
+        if !descriptor.matches(&bytes) {
+            return Err(corrupt("the body does not match its descriptor".into()).into());
+        }
+        let contract = Checkpoint::decode(&bytes).map_err(|e| corrupt(e.to_string()))?;
+        state = State::from_contract(genesis.clone(), contract);
+        held = Some(Body::new(wire.index, bytes.into()));
         core.install_snapshot(Snapshot::from(wire.clone()));
     }
+    let snapshot_index = held.as_ref().map_or(0, |body| body.index);
     let entries = loaded
         .entries
         .iter()
@@ -634,7 +952,7 @@ fn restore_log(
         commit: loaded.hard_state.commit.max(snapshot_index),
         ..HardState::default()
     });
-    Ok((state, snapshot_index))
+    Ok((state, held))
 }
 
 /// The raft-rs config: deterministic election timeouts from the seed (raft-rs draws them from
@@ -661,7 +979,7 @@ fn raft_config(config: &ReplicaConfig, genesis: &Genesis, applied: u64) -> Confi
         min_election_tick,
         max_election_tick: min_election_tick + 1,
         applied,
-        max_size_per_msg: 8 * 1024 * 1024,
+        max_size_per_msg: MAX_ENTRIES_BYTES_PER_MESSAGE as u64,
         max_inflight_msgs: 256,
         check_quorum: true,
         pre_vote: true,

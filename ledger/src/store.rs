@@ -3,8 +3,8 @@
 //! all of a `Ready`'s changes or none.
 //!
 //! Tables: `raft_log` (index → entry), `meta` (name → record), `blocks` (height → block),
-//! `block_ids` (height → the block's transaction ids, 32 bytes each, in block order). Records are
-//! postcard. Lookups by transaction id go through an in-memory [`TxIndex`] rebuilt from
+//! `block_ids` (height → the block's transaction ids, 32 bytes each, in block order),
+//! `snapshot_body` (piece → bytes of the latest snapshot's body). Records are postcard. Lookups by transaction id go through an in-memory [`TxIndex`] rebuilt from
 //! `block_ids` on open (its module says why).
 
 use std::path::Path;
@@ -13,9 +13,12 @@ use redb::{
     Database, Durability, ReadableDatabase, ReadableTable, StorageBackend, TableDefinition,
 };
 
+use bytes::Bytes;
+
 use crate::block::Block;
 use crate::contract::TxStatus;
 use crate::error::StoreError;
+use crate::limits::SNAPSHOT_PIECE_BYTES;
 use crate::replica::Committed;
 use crate::tx::TxId;
 use crate::tx_index::{Location, TxIndex};
@@ -25,6 +28,9 @@ const LOG: TableDefinition<u64, &[u8]> = TableDefinition::new("raft_log");
 const META: TableDefinition<&str, &[u8]> = TableDefinition::new("meta");
 const BLOCKS: TableDefinition<u64, &[u8]> = TableDefinition::new("blocks");
 const BLOCK_IDS: TableDefinition<u64, &[u8]> = TableDefinition::new("block_ids");
+/// The latest snapshot's body in pieces (piece number → bytes); `meta.snapshot` holds its
+/// descriptor. Written in the same transaction as the descriptor.
+const SNAPSHOT_BODY: TableDefinition<u32, &[u8]> = TableDefinition::new("snapshot_body");
 
 const HARD_STATE: &str = "hard_state";
 const CONF_STATE: &str = "conf_state";
@@ -43,6 +49,8 @@ pub(crate) struct HardStateRecord {
 #[derive(Default)]
 pub(crate) struct WriteBatch {
     pub(crate) snapshot: Option<WireSnapshot>,
+    /// The body `snapshot`'s descriptor names; set whenever `snapshot` is.
+    pub(crate) snapshot_body: Option<Bytes>,
     pub(crate) entries: Vec<WireEntry>,
     pub(crate) hard_state: Option<HardStateRecord>,
     pub(crate) conf_state: Option<WireConfState>,
@@ -69,6 +77,7 @@ pub(crate) struct Loaded {
     pub(crate) hard_state: HardStateRecord,
     pub(crate) conf_state: Option<WireConfState>,
     pub(crate) snapshot: Option<WireSnapshot>,
+    pub(crate) snapshot_body: Option<Vec<u8>>,
     pub(crate) entries: Vec<WireEntry>,
     pub(crate) applied: u64,
 }
@@ -96,6 +105,7 @@ impl RedbStore {
         txn.open_table(META)?;
         txn.open_table(BLOCKS)?;
         txn.open_table(BLOCK_IDS)?;
+        txn.open_table(SNAPSHOT_BODY)?;
         txn.commit()?;
         let mut index = TxIndex::default();
         let txn = db.begin_read()?;
@@ -122,6 +132,11 @@ impl RedbStore {
         }
         if let Some(bytes) = read_meta(SNAPSHOT)? {
             loaded.snapshot = Some(decode("meta", &bytes)?);
+            let mut body = Vec::new();
+            for item in txn.open_table(SNAPSHOT_BODY)?.iter()? {
+                body.extend_from_slice(item?.1.value());
+            }
+            loaded.snapshot_body = Some(body);
         }
         if let Some(bytes) = read_meta(APPLIED)? {
             loaded.applied = decode("meta", &bytes)?;
@@ -147,6 +162,12 @@ impl RedbStore {
             if let Some(snapshot) = &batch.snapshot {
                 log.retain_in(..=snapshot.index, |_, _| false)?;
                 meta.insert(SNAPSHOT, encode(snapshot).as_slice())?;
+                let mut pieces = txn.open_table(SNAPSHOT_BODY)?;
+                pieces.retain(|_, _| false)?;
+                let body = batch.snapshot_body.as_deref().unwrap_or_default();
+                for (piece, bytes) in (0u32..).zip(body.chunks(SNAPSHOT_PIECE_BYTES)) {
+                    pieces.insert(piece, bytes)?;
+                }
             }
             if let Some(first) = batch.entries.first() {
                 log.retain_in(first.index.., |_, _| false)?;

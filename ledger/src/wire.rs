@@ -11,9 +11,41 @@ use raft::eraftpb::{
 
 use crate::error::Error;
 
-/// A Raft message between replicas, in a form safe to decode from untrusted bytes.
+/// A message between replicas, in a form safe to decode from untrusted bytes: a Raft message, or
+/// one step of a snapshot transfer (see the `snapshot` module).
 #[derive(Clone, Debug, PartialEq, Eq, serde::Serialize, serde::Deserialize)]
-pub struct WireMessage {
+pub struct WireMessage(pub(crate) Envelope);
+
+#[derive(Clone, Debug, PartialEq, Eq, serde::Serialize, serde::Deserialize)]
+pub(crate) enum Envelope {
+    Raft(RaftMessage),
+    Transfer {
+        from: u64,
+        to: u64,
+        transfer: Transfer,
+    },
+}
+
+/// A snapshot body moving in pieces of at most `SNAPSHOT_PIECE_BYTES`.
+#[derive(Clone, Debug, PartialEq, Eq, serde::Serialize, serde::Deserialize)]
+pub(crate) enum Transfer {
+    /// Receiver → sender: send piece `piece` of the body of the snapshot at `index`.
+    Request { index: u64, piece: u32 },
+    /// Sender → receiver: one piece.
+    Piece {
+        index: u64,
+        piece: u32,
+        bytes: Bytes,
+    },
+    /// Sender → receiver: that body is no longer held (a newer snapshot replaced it).
+    Unavailable { index: u64 },
+    /// Receiver → sender: the transfer failed; offer a snapshot again.
+    Abort { index: u64 },
+}
+
+/// A Raft message, mirrored field by field.
+#[derive(Clone, Debug, PartialEq, Eq, serde::Serialize, serde::Deserialize)]
+pub(crate) struct RaftMessage {
     msg_type: i32,
     to: u64,
     from: u64,
@@ -62,14 +94,38 @@ pub(crate) struct WireConfState {
 }
 
 impl WireMessage {
+    pub(crate) fn transfer(from: u64, to: u64, transfer: Transfer) -> Self {
+        Self(Envelope::Transfer { from, to, transfer })
+    }
+
     /// Raft id of the recipient.
     pub fn recipient(&self) -> u64 {
-        self.to
+        match &self.0 {
+            Envelope::Raft(raft) => raft.to,
+            Envelope::Transfer { to, .. } => *to,
+        }
     }
 
     /// Raft id of the sender.
     pub fn sender(&self) -> u64 {
-        self.from
+        match &self.0 {
+            Envelope::Raft(raft) => raft.from,
+            Envelope::Transfer { from, .. } => *from,
+        }
+    }
+
+    /// What the message is, for logs and tests: `raft`, `snapshot-request`, `snapshot-piece`,
+    /// `snapshot-unavailable` or `snapshot-abort`.
+    pub fn kind(&self) -> &'static str {
+        match &self.0 {
+            Envelope::Raft(_) => "raft",
+            Envelope::Transfer { transfer, .. } => match transfer {
+                Transfer::Request { .. } => "snapshot-request",
+                Transfer::Piece { .. } => "snapshot-piece",
+                Transfer::Unavailable { .. } => "snapshot-unavailable",
+                Transfer::Abort { .. } => "snapshot-abort",
+            },
+        }
     }
 
     /// Postcard encoding.
@@ -86,6 +142,12 @@ impl WireMessage {
 }
 
 impl From<Message> for WireMessage {
+    fn from(message: Message) -> Self {
+        Self(Envelope::Raft(RaftMessage::from(message)))
+    }
+}
+
+impl From<Message> for RaftMessage {
     fn from(mut message: Message) -> Self {
         Self {
             msg_type: message.get_msg_type().value(),
@@ -112,10 +174,10 @@ impl From<Message> for WireMessage {
     }
 }
 
-impl TryFrom<WireMessage> for Message {
+impl TryFrom<RaftMessage> for Message {
     type Error = Error;
 
-    fn try_from(wire: WireMessage) -> Result<Self, Error> {
+    fn try_from(wire: RaftMessage) -> Result<Self, Error> {
         let msg_type = MessageType::from_i32(wire.msg_type).ok_or_else(|| Error::BadMessage {
             reason: format!("unknown message type {}", wire.msg_type),
         })?;
@@ -235,8 +297,8 @@ mod tests {
     use super::*;
     use proptest::prelude::*;
 
-    fn message(msg_type: i32, entries: Vec<(u64, Vec<u8>)>, snapshot: bool) -> WireMessage {
-        WireMessage {
+    fn message(msg_type: i32, entries: Vec<(u64, Vec<u8>)>, snapshot: bool) -> RaftMessage {
+        RaftMessage {
             msg_type,
             to: 2,
             from: 1,
@@ -283,15 +345,36 @@ mod tests {
             snapshot in any::<bool>(),
         ) {
             let wire = message(msg_type, entries, snapshot);
-            let decoded = WireMessage::decode(&wire.encode()).unwrap();
-            prop_assert_eq!(&decoded, &wire);
-            let raft = Message::try_from(decoded).unwrap();
-            prop_assert_eq!(WireMessage::from(raft), wire);
+            let enveloped = WireMessage(Envelope::Raft(wire.clone()));
+            let decoded = WireMessage::decode(&enveloped.encode()).unwrap();
+            prop_assert_eq!(&decoded, &enveloped);
+            let raft = Message::try_from(wire.clone()).unwrap();
+            prop_assert_eq!(WireMessage::from(raft), enveloped);
+        }
+
+        #[test]
+        fn transfers_round_trip(
+            index in any::<u64>(),
+            piece in any::<u32>(),
+            bytes in proptest::collection::vec(any::<u8>(), 0..256),
+        ) {
+            for transfer in [
+                Transfer::Request { index, piece },
+                Transfer::Piece { index, piece, bytes: bytes.clone().into() },
+                Transfer::Unavailable { index },
+                Transfer::Abort { index },
+            ] {
+                let wire = WireMessage::transfer(1, 2, transfer);
+                let decoded = WireMessage::decode(&wire.encode()).unwrap();
+                prop_assert_eq!(decoded.sender(), 1);
+                prop_assert_eq!(decoded.recipient(), 2);
+                prop_assert_eq!(&decoded, &wire);
+            }
         }
 
         #[test]
         fn garbage_never_panics(bytes in proptest::collection::vec(any::<u8>(), 0..512)) {
-            if let Ok(wire) = WireMessage::decode(&bytes) {
+            if let Ok(WireMessage(Envelope::Raft(wire))) = WireMessage::decode(&bytes) {
                 let _ = Message::try_from(wire);
             }
         }
