@@ -333,7 +333,7 @@ impl Replica {
         }
         match wire.0 {
             Envelope::Raft(raft) => {
-                let message = Message::try_from(raft)?;
+                let message = Message::try_from(*raft)?;
                 if message.get_msg_type() == MessageType::MsgSnapshot {
                     return self.receive_snapshot(message);
                 }
@@ -983,7 +983,88 @@ fn raft_config(config: &ReplicaConfig, genesis: &Genesis, applied: u64) -> Confi
         max_inflight_msgs: 256,
         check_quorum: true,
         pre_vote: true,
-        batch_append: true,
+        // raft-rs's batching merges appends to one follower without looking at their size
+        // (`try_batching`), which would undo `max_size_per_msg`.
+        batch_append: false,
         ..Config::default()
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::member::{Member, MemberId, Policy, Role};
+    use ed25519_dalek::SigningKey;
+    use keyshare::SealingSecretKey;
+    use raft::eraftpb::SnapshotMetadata;
+
+    fn replica() -> Replica {
+        let members = (1..=3u8)
+            .map(|i| Member {
+                name: format!("member-{i}"),
+                id: MemberId::from(SigningKey::from_bytes(&[i; 32]).verifying_key()),
+                sealing_key: SealingSecretKey::from_bytes(&[i; 32]).public_key(),
+                role: Role::Participant,
+            })
+            .collect();
+        let genesis = Genesis {
+            chain_id: "unit".into(),
+            members,
+            voters: 3,
+            policy: Policy::default(),
+        };
+        let store = RedbStore::open_backend(redb::backends::InMemoryBackend::new())
+            .expect("in-memory store");
+        Replica::open(genesis, ReplicaConfig::new(1, 7), store).expect("replica opens")
+    }
+
+    fn offer(data: &[u8]) -> WireMessage {
+        let mut metadata = SnapshotMetadata {
+            index: 50,
+            term: 2,
+            ..SnapshotMetadata::default()
+        };
+        metadata.set_conf_state(ConfState {
+            voters: vec![1, 2, 3],
+            ..ConfState::default()
+        });
+        let mut snapshot = Snapshot {
+            data: data.to_vec().into(),
+            ..Snapshot::default()
+        };
+        snapshot.set_metadata(metadata);
+        let mut message = Message {
+            to: 1,
+            from: 2,
+            term: 2,
+            ..Message::default()
+        };
+        message.set_msg_type(MessageType::MsgSnapshot);
+        message.set_snapshot(snapshot);
+        WireMessage::from(message)
+    }
+
+    #[test]
+    fn an_undecodable_snapshot_offer_is_refused_and_asked_for_again() {
+        let mut replica = replica();
+        let error = replica
+            .handle_message(offer(b"not a descriptor"))
+            .unwrap_err();
+        assert!(matches!(error, Error::BadMessage { .. }), "{error}");
+        let effects = replica.poll().expect("the replica keeps working");
+        let kinds: Vec<_> = effects.messages.iter().map(WireMessage::kind).collect();
+        assert_eq!(
+            kinds,
+            ["snapshot-abort"],
+            "the sender is asked to offer again"
+        );
+        assert_eq!(effects.messages[0].recipient(), 2);
+        assert_eq!(replica.applied_index(), 0, "nothing was installed");
+        // A well-formed offer starts a transfer: the first pieces are requested.
+        let descriptor = Descriptor::of(&[7; 3 * 1024 * 1024]);
+        replica.handle_message(offer(&descriptor.encode())).unwrap();
+        let effects = replica.poll().unwrap();
+        let kinds: Vec<_> = effects.messages.iter().map(WireMessage::kind).collect();
+        assert_eq!(kinds, ["snapshot-request"; 3]);
     }
 }

@@ -18,7 +18,7 @@ pub struct WireMessage(pub(crate) Envelope);
 
 #[derive(Clone, Debug, PartialEq, Eq, serde::Serialize, serde::Deserialize)]
 pub(crate) enum Envelope {
-    Raft(RaftMessage),
+    Raft(Box<RaftMessage>),
     Transfer {
         from: u64,
         to: u64,
@@ -114,10 +114,14 @@ impl WireMessage {
         }
     }
 
-    /// What the message is, for logs and tests: `raft`, `snapshot-request`, `snapshot-piece`,
-    /// `snapshot-unavailable` or `snapshot-abort`.
+    /// What the message is, for logs and tests: `raft`, `snapshot-offer` (Raft's `MsgSnapshot`,
+    /// carrying a descriptor), `snapshot-request`, `snapshot-piece`, `snapshot-unavailable` or
+    /// `snapshot-abort`.
     pub fn kind(&self) -> &'static str {
         match &self.0 {
+            Envelope::Raft(raft) if raft.msg_type == MessageType::MsgSnapshot.value() => {
+                "snapshot-offer"
+            }
             Envelope::Raft(_) => "raft",
             Envelope::Transfer { transfer, .. } => match transfer {
                 Transfer::Request { .. } => "snapshot-request",
@@ -143,7 +147,7 @@ impl WireMessage {
 
 impl From<Message> for WireMessage {
     fn from(message: Message) -> Self {
-        Self(Envelope::Raft(RaftMessage::from(message)))
+        Self(Envelope::Raft(Box::new(RaftMessage::from(message))))
     }
 }
 
@@ -345,7 +349,7 @@ mod tests {
             snapshot in any::<bool>(),
         ) {
             let wire = message(msg_type, entries, snapshot);
-            let enveloped = WireMessage(Envelope::Raft(wire.clone()));
+            let enveloped = WireMessage(Envelope::Raft(Box::new(wire.clone())));
             let decoded = WireMessage::decode(&enveloped.encode()).unwrap();
             prop_assert_eq!(&decoded, &enveloped);
             let raft = Message::try_from(wire.clone()).unwrap();
@@ -375,7 +379,7 @@ mod tests {
         #[test]
         fn garbage_never_panics(bytes in proptest::collection::vec(any::<u8>(), 0..512)) {
             if let Ok(WireMessage(Envelope::Raft(wire))) = WireMessage::decode(&bytes) {
-                let _ = Message::try_from(wire);
+                let _ = Message::try_from(*wire);
             }
         }
     }

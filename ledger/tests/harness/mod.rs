@@ -66,6 +66,14 @@ pub struct Cluster {
     pub config: fn(u64, u64) -> ReplicaConfig,
     /// Polls that returned messages and put applying off to the next poll (`Effects::more`).
     pub deferred_applies: usize,
+    /// The largest encoded message any replica emitted (each is checked against the frame cap).
+    pub max_message_bytes: usize,
+    /// Messages emitted, by [`WireMessage::kind`].
+    pub sent_by_kind: BTreeMap<&'static str, usize>,
+    /// This many snapshot pieces still to corrupt in flight (one byte of their data flipped).
+    pub corrupt_pieces: usize,
+    /// Messages of these kinds are dropped in flight.
+    pub drop_kinds: BTreeSet<&'static str>,
 }
 
 pub fn default_config(id: u64, seed: u64) -> ReplicaConfig {
@@ -83,6 +91,16 @@ impl Cluster {
         voters: u32,
         seed: u64,
         config: fn(u64, u64) -> ReplicaConfig,
+    ) -> Self {
+        Self::with_policy(members, voters, seed, config, Policy::default())
+    }
+
+    pub fn with_policy(
+        members: usize,
+        voters: u32,
+        seed: u64,
+        config: fn(u64, u64) -> ReplicaConfig,
+        policy: Policy,
     ) -> Self {
         let mut rng = StdRng::seed_from_u64(seed);
         let keys: Vec<(SigningKey, SealingSecretKey)> = (0..members)
@@ -110,7 +128,7 @@ impl Cluster {
                 })
                 .collect(),
             voters,
-            policy: Policy::default(),
+            policy,
         };
         let nodes = keys
             .into_iter()
@@ -134,6 +152,10 @@ impl Cluster {
             acknowledged: BTreeMap::new(),
             config,
             deferred_applies: 0,
+            max_message_bytes: 0,
+            sent_by_kind: BTreeMap::new(),
+            corrupt_pieces: 0,
+            drop_kinds: BTreeSet::new(),
         };
         for id in cluster.ids() {
             cluster.start(id);
@@ -231,6 +253,17 @@ impl Cluster {
                         self.acknowledged.insert(tx.id(), committed.block.height);
                     }
                 }
+                for message in &effects.messages {
+                    // Every message must fit in one transport frame.
+                    let size = message.encode().len();
+                    assert!(
+                        size <= ledger::MAX_MESSAGE_BYTES,
+                        "replica {id} emitted a {size}-byte {} message",
+                        message.kind()
+                    );
+                    self.max_message_bytes = self.max_message_bytes.max(size);
+                    *self.sent_by_kind.entry(message.kind()).or_default() += 1;
+                }
                 self.bus.extend(effects.messages);
             }
             if self.bus.is_empty() {
@@ -245,6 +278,10 @@ impl Cluster {
                 if percent > 0 && self.rng.random_range(0..100) < percent {
                     continue;
                 }
+                if self.drop_kinds.contains(message.kind()) {
+                    continue;
+                }
+                let message = self.maybe_corrupt(message);
                 let to = message.recipient();
                 if let Some(replica) = self.node(to).replica.as_mut() {
                     // Messages a replica refuses (e.g. from a stale term) are simply dropped,
@@ -254,6 +291,20 @@ impl Cluster {
             }
         }
         panic!("cluster did not go quiet within 1000 delivery rounds");
+    }
+
+    /// Flips the last byte of a snapshot piece's encoding (the last byte of its data) while
+    /// `corrupt_pieces` says so.
+    fn maybe_corrupt(&mut self, message: WireMessage) -> WireMessage {
+        if self.corrupt_pieces == 0 || message.kind() != "snapshot-piece" {
+            return message;
+        }
+        let mut bytes = message.encode();
+        if let Some(last) = bytes.last_mut() {
+            *last ^= 0x40;
+        }
+        self.corrupt_pieces -= 1;
+        WireMessage::decode(&bytes).unwrap()
     }
 
     /// Ticks until `done` holds; panics after `max_ticks`.
@@ -284,6 +335,27 @@ impl Cluster {
         let nonce = node.next_nonce;
         node.next_nonce += 1;
         Transaction::sign(&node.key, CHAIN, nonce, body)
+    }
+
+    /// Signs `body` as member `member` with its next nonce, with a torsion point of order
+    /// `torsion_order` (2, 4 or 8) added to the signature's `R` and `s` fixed up to match: valid
+    /// under ZIP-215's cofactored equation, refused by a strict or cofactorless check for some or
+    /// all batch weights.
+    pub fn sign_with_torsion(
+        &mut self,
+        member: u64,
+        body: Body,
+        torsion_order: u32,
+    ) -> Transaction {
+        let node = self.node(member);
+        let nonce = node.next_nonce;
+        node.next_nonce += 1;
+        let key = node.key.clone();
+        let mut tx = Transaction::sign(&key, CHAIN, nonce, body);
+        let mut r_bytes = [0u8; 32];
+        self.rng.fill(&mut r_bytes);
+        tx.signature = torsion_signature(&key, &tx.signing_bytes(CHAIN), r_bytes, torsion_order);
+        tx
     }
 
     /// Every block replica `id` holds, from height 1.
@@ -447,4 +519,50 @@ pub fn commit_all(cluster: &mut Cluster, via: u64, txs: Vec<Transaction>) -> Vec
         ids.iter().all(|id| c.acknowledged.contains_key(id))
     });
     ids
+}
+
+/// An ed25519 signature of `message` by `key` whose `R` carries a torsion component of order
+/// `torsion_order`: `R = [r]B + T`, `s = r + k·a` with `k` hashed over the new `R`.
+pub fn torsion_signature(
+    key: &SigningKey,
+    message: &[u8],
+    r_seed: [u8; 32],
+    torsion_order: u32,
+) -> ed25519_dalek::Signature {
+    use curve25519_dalek::constants::{ED25519_BASEPOINT_POINT, EIGHT_TORSION};
+    use curve25519_dalek::scalar::Scalar;
+    use sha2::{Digest, Sha512};
+    let expanded = Sha512::digest(key.to_bytes());
+    let mut clamped = [0u8; 32];
+    clamped.copy_from_slice(&expanded[..32]);
+    clamped[0] &= 248;
+    clamped[31] &= 127;
+    clamped[31] |= 64;
+    let a = Scalar::from_bytes_mod_order(clamped);
+    let public = key.verifying_key().to_bytes();
+    assert_eq!((a * ED25519_BASEPOINT_POINT).compress().to_bytes(), public);
+    // EIGHT_TORSION[i] has order 8 / gcd(i, 8).
+    let torsion = match torsion_order {
+        2 => EIGHT_TORSION[4],
+        4 => EIGHT_TORSION[2],
+        8 => EIGHT_TORSION[1],
+        other => panic!("no torsion point of order {other}"),
+    };
+    let r = Scalar::from_bytes_mod_order(r_seed);
+    let r_point = (r * ED25519_BASEPOINT_POINT + torsion)
+        .compress()
+        .to_bytes();
+    let k = Scalar::from_bytes_mod_order_wide(
+        &Sha512::new()
+            .chain_update(r_point)
+            .chain_update(public)
+            .chain_update(message)
+            .finalize()
+            .into(),
+    );
+    let s = r + k * a;
+    let mut bytes = [0u8; 64];
+    bytes[..32].copy_from_slice(&r_point);
+    bytes[32..].copy_from_slice(s.as_bytes());
+    ed25519_dalek::Signature::from_bytes(&bytes)
 }

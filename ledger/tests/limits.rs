@@ -1,0 +1,181 @@
+//! Bytes, not only counts: a backlog of the largest transactions becomes blocks that can be sent,
+//! no replica ever emits a message larger than the frame cap (the harness checks every one), and
+//! snapshots of a large state travel in bounded pieces, survive corrupt and lost pieces, and are
+//! installed durably.
+
+#![allow(clippy::unwrap_used)]
+
+mod harness;
+
+use harness::{Cluster, commit_all, default_config, register_file};
+use ledger::{
+    Body, MAX_BLOCK_BYTES, MAX_MESSAGE_BYTES, MAX_TX_BYTES, Policy, ReplicaConfig, Transaction,
+};
+
+const SEED: u64 = 0xb17e5;
+
+/// A policy that lets a free-text reason fill a whole transaction.
+fn long_reasons() -> Policy {
+    Policy {
+        reason_max_bytes: MAX_TX_BYTES as u32,
+        ..Policy::default()
+    }
+}
+
+/// A transaction of exactly `MAX_TX_BYTES` encoded bytes, built by `body` from a reason.
+fn largest(cluster: &mut Cluster, member: u64, body: impl Fn(String) -> Body) -> Transaction {
+    let probe = cluster.sign(member, body(String::new()));
+    cluster.nodes[member as usize - 1].next_nonce -= 1;
+    // The reason's length prefix grows from one byte to three.
+    let reason_bytes = MAX_TX_BYTES - probe.encode().len() - 2;
+    let tx = cluster.sign(member, body("r".repeat(reason_bytes)));
+    assert_eq!(tx.encode().len(), MAX_TX_BYTES);
+    tx
+}
+
+#[test]
+fn a_backlog_of_largest_transactions_commits_after_the_election() {
+    let mut cluster = Cluster::with_policy(3, 3, SEED, default_config, long_reasons());
+    assert!(
+        cluster.leader().is_none(),
+        "no leader before the first tick"
+    );
+    let ids: Vec<_> = (0..200u32)
+        .map(|i| {
+            let file = keyshare::FileId::from_bytes([(i % 256) as u8; 32]);
+            let tx = largest(&mut cluster, 2, |reason| Body::ShareComplaint {
+                file,
+                reason,
+            });
+            cluster.replica_mut(1).submit(tx).unwrap()
+        })
+        .collect();
+    cluster.run_until(3_000, |c| {
+        ids.iter().all(|id| c.acknowledged.contains_key(id))
+    });
+    let target = cluster.replica(1).state().height();
+    cluster.run_until(500, |c| {
+        c.live()
+            .iter()
+            .all(|id| c.replica(*id).state().height() >= target)
+    });
+    cluster.assert_agree();
+    cluster.assert_nothing_lost();
+    let chain = cluster.chain(1);
+    let txs: usize = chain.iter().map(|block| block.txs.len()).sum();
+    assert_eq!(txs, 200);
+    for block in &chain {
+        let bytes: usize = block.txs.iter().map(|tx| tx.encode().len()).sum();
+        assert!(
+            bytes <= MAX_BLOCK_BYTES,
+            "block {} holds {bytes} bytes",
+            block.height
+        );
+    }
+    // 50 MiB of transactions cannot be fewer than 13 blocks of at most 4 MiB.
+    assert!(chain.len() >= 13, "{} blocks", chain.len());
+    assert!(cluster.max_message_bytes <= MAX_MESSAGE_BYTES);
+    assert!(
+        cluster.max_message_bytes > 3 * MAX_BLOCK_BYTES / 4,
+        "full blocks were sent"
+    );
+}
+
+fn large_state_config(id: u64, seed: u64) -> ReplicaConfig {
+    ReplicaConfig {
+        snapshot_interval_entries: 12,
+        ..ReplicaConfig::new(id, seed)
+    }
+}
+
+#[test]
+fn a_far_behind_replica_catches_up_from_a_large_state_in_pieces() {
+    const STATE_BYTES_MIN: u64 = 100 * 1024 * 1024;
+    let mut cluster = Cluster::with_policy(3, 3, SEED, large_state_config, long_reasons());
+    let leader = cluster.elect();
+    let behind = if leader == 1 { 2 } else { 1 };
+    let file = register_file(&mut cluster, leader, 1, &[1, 2], 1).file_id;
+    cluster.isolate(behind);
+    // The auditor (member 3) files access requests whose reasons fill whole transactions; each
+    // stays in the contract state.
+    let txs: Vec<Transaction> = (0..420)
+        .map(|_| {
+            largest(&mut cluster, 3, |reason| Body::RequestAccess {
+                file,
+                reason,
+            })
+        })
+        .collect();
+    commit_all(&mut cluster, leader, txs);
+    assert!(cluster.replica(leader).snapshot_body_bytes() >= STATE_BYTES_MIN);
+
+    cluster.recover();
+    let target = cluster.replica(leader).state().height();
+    cluster.run_until(2_000, |c| c.replica(behind).state().height() >= target);
+    // It caught up from a snapshot (the blocks before it were never sent), in bounded pieces.
+    assert!(cluster.replica(behind).store().block(2).unwrap().is_none());
+    assert!(cluster.replica(behind).snapshot_body_bytes() >= STATE_BYTES_MIN);
+    assert!(cluster.sent_by_kind["snapshot-piece"] >= 100);
+    assert!(cluster.max_message_bytes <= MAX_MESSAGE_BYTES);
+    cluster.assert_agree();
+    assert_eq!(cluster.replica(behind).state().requests().count(), 420);
+
+    // The install was durable: a restart comes back to the same state.
+    cluster.crash(behind);
+    cluster.start(behind);
+    cluster.assert_agree();
+}
+
+fn small_snapshots(id: u64, seed: u64) -> ReplicaConfig {
+    ReplicaConfig {
+        snapshot_interval_entries: 16,
+        ..ReplicaConfig::new(id, seed)
+    }
+}
+
+#[test]
+fn lost_and_corrupt_snapshot_pieces_are_refused_and_asked_for_again() {
+    let mut cluster = Cluster::with_config(3, 3, SEED, small_snapshots);
+    let leader = cluster.elect();
+    let behind = if leader == 1 { 2 } else { 1 };
+    let file = register_file(&mut cluster, leader, 1, &[1, 2], 1).file_id;
+    cluster.isolate(behind);
+    for i in 0..40 {
+        let tx = cluster.sign(
+            3,
+            Body::RequestAccess {
+                file,
+                reason: format!("audit {i}"),
+            },
+        );
+        commit_all(&mut cluster, leader, vec![tx]);
+    }
+    // First every piece is lost: the transfer stalls, is aborted, and the leader offers again.
+    cluster.drop_kinds.insert("snapshot-piece");
+    cluster.recover();
+    let target = cluster.replica(leader).state().height();
+    cluster.run_until(3_000, |c| {
+        c.sent_by_kind.get("snapshot-abort").copied().unwrap_or(0) >= 1
+            && c.sent_by_kind.get("snapshot-offer").copied().unwrap_or(0) >= 2
+    });
+    assert!(cluster.replica(behind).state().height() < target);
+    // Then two pieces arrive corrupt: each whole body is refused and fetched again.
+    cluster.drop_kinds.clear();
+    cluster.corrupt_pieces = 2;
+    cluster.run_until(3_000, |c| c.replica(behind).state().height() >= target);
+    assert_eq!(cluster.corrupt_pieces, 0);
+    cluster.assert_agree();
+    // And the replica goes on with ordinary replication.
+    let tx = cluster.sign(
+        3,
+        Body::RequestAccess {
+            file,
+            reason: "after".into(),
+        },
+    );
+    let id = commit_all(&mut cluster, leader, vec![tx])[0];
+    cluster.run_until(200, |c| {
+        c.replica(behind).store().tx_status(&id).unwrap().is_some()
+    });
+    cluster.assert_agree();
+}
