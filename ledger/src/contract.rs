@@ -9,12 +9,13 @@
 use std::collections::BTreeMap;
 
 use keyshare::{
-    ChunkLayout, FileId, MAX_SHARE_COUNT, SHARE_SIZE_BYTES, SealedShare, TAG_SIZE_BYTES,
+    ChunkHash, ChunkLayout, FileId, MAX_SHARE_COUNT, SHARE_SIZE_BYTES, SealedShare, TAG_SIZE_BYTES,
 };
 
 use crate::block::{Block, BlockHash, GENESIS_PREV_HASH};
 use crate::member::{Genesis, Member, MemberId, Role};
 use crate::signature::{self, Item, PublicKey};
+use crate::table::{MAX_CHUNK_OWNERS, MAX_TABLE_CHUNKS};
 use crate::tx::{Body, MasterTable, RequestId, Transaction, TxId};
 
 /// Ciphertext size of a sealed share: the encoded share plus the AES-GCM tag.
@@ -137,6 +138,26 @@ pub enum Rejection {
         /// The limit.
         limit_bytes: u32,
     },
+    /// The file's master table does not list every chunk yet; the file is not usable.
+    #[error("master table of file {file} lists {listed} of {chunks} chunks")]
+    TableIncomplete {
+        /// The file.
+        file: FileId,
+        /// Chunks listed so far.
+        listed: u32,
+        /// Chunks of the file.
+        chunks: u32,
+    },
+    /// Chunk records must continue the table where it stops.
+    #[error("master table of file {file} continues at chunk {expected}, not {first_chunk}")]
+    ChunksOutOfOrder {
+        /// The file.
+        file: FileId,
+        /// The next chunk the table needs.
+        expected: u32,
+        /// The first chunk the transaction lists.
+        first_chunk: u32,
+    },
 }
 
 /// A registered file.
@@ -155,6 +176,11 @@ pub struct FileRecord {
 }
 
 impl FileRecord {
+    /// Whether the master table lists every chunk; only then is the file usable.
+    pub fn is_complete(&self) -> bool {
+        self.table.is_complete()
+    }
+
     /// Whether any holder complained about its share.
     pub fn disputed(&self) -> bool {
         !self.complaints.is_empty()
@@ -423,6 +449,21 @@ fn check_stateless(genesis: &Genesis, role: Role, body: &Body) -> Result<(), Rej
             sealed_to_requester,
             ..
         } => check_sealed(0, sealed_to_requester),
+        Body::AppendChunks {
+            first_chunk,
+            chunk_hashes,
+            chunk_owners,
+            ..
+        } => {
+            let records = u32::try_from(chunk_hashes.len()).unwrap_or(u32::MAX);
+            if records == 0 || first_chunk.saturating_add(records) > MAX_TABLE_CHUNKS {
+                return Err(Rejection::InvalidMasterTable {
+                    reason: format!("1..={MAX_TABLE_CHUNKS} chunk records needed"),
+                });
+            }
+            check_records(genesis, *first_chunk, chunk_hashes, chunk_owners)
+                .map_err(|reason| Rejection::InvalidMasterTable { reason })
+        }
     }
 }
 
@@ -474,6 +515,39 @@ fn execute(
         Body::DenyAccess { request, reason } => {
             answer_request(contract, tx.sender, request, Answer::Denied(reason.clone()))
         }
+        Body::AppendChunks {
+            file,
+            first_chunk,
+            chunk_hashes,
+            chunk_owners,
+        } => {
+            let record = file_mut(contract, file)?;
+            if record.owner != tx.sender {
+                return Err(Rejection::NotOwner { file: *file });
+            }
+            let table = &mut record.table;
+            let listed = u32::try_from(table.chunk_hashes.len()).unwrap_or(u32::MAX);
+            if *first_chunk != listed {
+                return Err(Rejection::ChunksOutOfOrder {
+                    file: *file,
+                    expected: listed,
+                    first_chunk: *first_chunk,
+                });
+            }
+            let chunks = table
+                .chunk_count()
+                .map_err(|e| Rejection::InvalidMasterTable {
+                    reason: e.to_string(),
+                })?;
+            if chunk_hashes.len() > (chunks - listed) as usize {
+                return Err(Rejection::InvalidMasterTable {
+                    reason: format!("records beyond the last chunk ({chunks})"),
+                });
+            }
+            table.chunk_hashes.extend_from_slice(chunk_hashes);
+            table.chunk_owners.extend_from_slice(chunk_owners);
+            Ok(())
+        }
     }
 }
 
@@ -509,23 +583,25 @@ fn register_file(
     Ok(())
 }
 
+/// Checks a `RegisterFile` table: its header, and the chunk records it starts with (the rest may
+/// follow in `AppendChunks`).
 fn validate_table(genesis: &Genesis, table: &MasterTable) -> Result<(), String> {
     let layout =
         ChunkLayout::new(table.size_bytes, table.chunk_size_bytes).map_err(|e| e.to_string())?;
-    let chunk_count = layout.chunk_count() as usize;
-    if table.chunk_hashes.len() != chunk_count || table.chunk_owners.len() != chunk_count {
+    let chunk_count = layout.chunk_count();
+    if chunk_count > MAX_TABLE_CHUNKS {
         return Err(format!(
-            "{chunk_count} chunks need {chunk_count} hashes and owner lists, got {} and {}",
-            table.chunk_hashes.len(),
-            table.chunk_owners.len()
+            "{chunk_count} chunks, a master table lists at most {MAX_TABLE_CHUNKS}"
         ));
     }
-    let is_member = |id: &MemberId| genesis.member(id).is_some();
-    for (index, owners) in table.chunk_owners.iter().enumerate() {
-        if owners.is_empty() || !owners.iter().all(is_member) || !all_distinct(owners) {
-            return Err(format!("chunk {index} needs distinct member owners"));
-        }
+    if table.chunk_hashes.len() > chunk_count as usize {
+        return Err(format!(
+            "{} chunk records for {chunk_count} chunks",
+            table.chunk_hashes.len()
+        ));
     }
+    check_records(genesis, 0, &table.chunk_hashes, &table.chunk_owners)?;
+    let is_member = |id: &MemberId| genesis.member(id).is_some();
     let holders = &table.holders;
     if holders.is_empty() || holders.len() > MAX_SHARE_COUNT as usize {
         return Err(format!("holder count must be 1..={MAX_SHARE_COUNT}"));
@@ -538,6 +614,33 @@ fn validate_table(genesis: &Genesis, table: &MasterTable) -> Result<(), String> 
     }
     if table.commitments.threshold() != table.threshold {
         return Err("commitment count differs from the threshold".into());
+    }
+    Ok(())
+}
+
+/// Checks chunk records starting at chunk `first_chunk`: one owner list per hash, each of
+/// 1..=`MAX_CHUNK_OWNERS` distinct members.
+fn check_records(
+    genesis: &Genesis,
+    first_chunk: u32,
+    hashes: &[ChunkHash],
+    owners: &[Vec<MemberId>],
+) -> Result<(), String> {
+    if hashes.len() != owners.len() {
+        return Err(format!(
+            "{} chunk hashes but {} owner lists",
+            hashes.len(),
+            owners.len()
+        ));
+    }
+    let is_member = |id: &MemberId| genesis.member(id).is_some();
+    for (index, owners) in (first_chunk..).zip(owners) {
+        let count_ok = (1..=MAX_CHUNK_OWNERS as usize).contains(&owners.len());
+        if !count_ok || !owners.iter().all(is_member) || !all_distinct(owners) {
+            return Err(format!(
+                "chunk {index} needs 1..={MAX_CHUNK_OWNERS} distinct member owners"
+            ));
+        }
     }
     Ok(())
 }
@@ -567,6 +670,14 @@ fn deposit_shares(
     }
     if record.deposits.is_some() {
         return Err(Rejection::SharesAlreadyDeposited { file: *file });
+    }
+    if !record.is_complete() {
+        let chunks = record.table.chunk_count().unwrap_or(0);
+        return Err(Rejection::TableIncomplete {
+            file: *file,
+            listed: u32::try_from(record.table.chunk_hashes.len()).unwrap_or(u32::MAX),
+            chunks,
+        });
     }
     let expected = record.table.holders.len();
     if shares.len() != expected {

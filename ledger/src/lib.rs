@@ -27,6 +27,7 @@ mod replica;
 mod signature;
 mod snapshot;
 mod store;
+mod table;
 mod tx;
 mod tx_index;
 mod wire;
@@ -43,5 +44,6 @@ pub use limits::{
 pub use member::{Genesis, MAX_MEMBERS, Member, MemberId, Policy, Role};
 pub use replica::{Committed, Effects, Replica, ReplicaConfig};
 pub use store::RedbStore;
+pub use table::{MAX_CHUNK_OWNERS, MAX_TABLE_CHUNKS, TableError, check_table_plan};
 pub use tx::{Body, MasterTable, RequestId, Transaction, TxId};
 pub use wire::WireMessage;

@@ -47,7 +47,9 @@ pub struct MasterTable {
 /// What a transaction asks the contracts to do.
 #[derive(Clone, Debug, PartialEq, Eq, serde::Serialize, serde::Deserialize)]
 pub enum Body {
-    /// Record a new file's master table; the sender becomes its owner.
+    /// Record a new file's master table; the sender becomes its owner. Carries the header and
+    /// the first chunk records; a table too large for one transaction continues in
+    /// [`Body::AppendChunks`] (see [`MasterTable::bodies`]).
     RegisterFile(MasterTable),
     /// Deposit the sealed shares of a file, one per holder in holder order.
     DepositShares {
@@ -83,6 +85,17 @@ pub enum Body {
         request: RequestId,
         /// Free text.
         reason: String,
+    },
+    /// The next chunk records of a file's master table, by its owner, in order.
+    AppendChunks {
+        /// The file.
+        file: FileId,
+        /// Index of the first chunk listed: the number of chunks the table lists so far.
+        first_chunk: u32,
+        /// Their hashes.
+        chunk_hashes: Vec<ChunkHash>,
+        /// Their owners, one list per hash.
+        chunk_owners: Vec<Vec<MemberId>>,
     },
 }
 

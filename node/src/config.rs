@@ -78,9 +78,10 @@ impl Consortium {
                 self.threshold
             ));
         }
-        if self.replication == 0 || self.replication > holders {
+        let replication_max = holders.min(ledger::MAX_CHUNK_OWNERS);
+        if self.replication == 0 || self.replication > replication_max {
             return Err(format!(
-                "replication must be 1..={holders}, got {}",
+                "replication must be 1..={replication_max}, got {}",
                 self.replication
             ));
         }

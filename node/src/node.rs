@@ -261,6 +261,9 @@ impl Handler for CountingHandler {
     }
 }
 
+/// Every ledger message fits in one overlay frame (the ledger ties its own limits to this one).
+const _: () = assert!(ledger::MAX_MESSAGE_BYTES <= overlay::wire::MAX_FRAME_BYTES as usize);
+
 /// Raft messages waiting for the ledger task; beyond this they are dropped (Raft resends).
 const MESSAGE_QUEUE: usize = 4096;
 /// Submissions and queries waiting for the ledger task.

@@ -4,9 +4,7 @@
 use std::sync::Arc;
 use std::time::Duration;
 
-use keyshare::{
-    ChunkLayout, FileId, FileSecret, SealContext, SealPurpose, encrypt_file, seal_share, split,
-};
+use keyshare::{FileId, FileSecret, SealContext, SealPurpose, encrypt_file, seal_share, split};
 use ledger::{Body, MasterTable, MemberId};
 use overlay::{PeerId, PushItem, Transport, place, push};
 use rand::Rng;
@@ -146,8 +144,13 @@ async fn share_bytes<T: Transport>(
     });
     let file_id = FileId::derive(me.as_bytes(), &nonce, now_ms);
     let size_bytes = plaintext.len() as u64;
-    let layout = ChunkLayout::new(size_bytes, consortium.chunk_size_bytes)
-        .map_err(|error| Error::Invalid(error.to_string()))?;
+    // A table the ledger would refuse is refused now, before anything is encrypted or pushed.
+    let layout = ledger::check_table_plan(
+        size_bytes,
+        consortium.chunk_size_bytes,
+        consortium.replication,
+    )
+    .map_err(|error| Error::Invalid(format!("cannot store {size_bytes} bytes: {error}")))?;
     let key = secret.derive_key();
     // Encryption and hashing are the CPU-heavy part: off the async workers.
     let encrypted =
@@ -240,15 +243,16 @@ async fn share_bytes<T: Transport>(
         holders,
         commitments,
     };
-    let receipts = shared
-        .submit_applied_all(vec![
-            Body::RegisterFile(table),
-            Body::DepositShares {
-                file: file_id,
-                shares: sealed,
-            },
-        ])
-        .await?;
+    // The table's header and chunk records, over as many transactions as they need, then the
+    // shares (which the ledger takes only once the table is complete).
+    let mut bodies = table
+        .bodies()
+        .map_err(|error| Error::Invalid(format!("master table of file {file_id}: {error}")))?;
+    bodies.push(Body::DepositShares {
+        file: file_id,
+        shares: sealed,
+    });
+    let receipts = shared.submit_applied_all(bodies).await?;
     Ok(StoreReceipt {
         file_id,
         bytes: size_bytes,
