@@ -539,7 +539,7 @@ fn execute(
                 .map_err(|e| Rejection::InvalidMasterTable {
                     reason: e.to_string(),
                 })?;
-            if chunk_hashes.len() > (chunks - listed) as usize {
+            if chunk_hashes.len() > chunks.saturating_sub(listed) as usize {
                 return Err(Rejection::InvalidMasterTable {
                     reason: format!("records beyond the last chunk ({chunks})"),
                 });

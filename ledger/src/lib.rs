@@ -7,10 +7,20 @@
 //!   requests, releases and denials; per-sender nonces against replay. Deterministic and pure: an
 //!   invalid transaction stays in its block with a [`Rejection`], so every replica computes the
 //!   same state.
+//! - Signatures under ZIP-215 ([`verify_signatures`]): cofactored equations, so a verdict depends
+//!   on its transaction alone, never on the batch it was checked in; small-order member keys are
+//!   refused at genesis.
 //! - Ordering ([`Replica`]): a sans-IO driver around raft-rs's `RawNode`. Inputs are `tick`,
 //!   `handle_message` and `submit`; [`Replica::poll`] returns the messages to send and the blocks
-//!   committed. The leader batches transactions into one Raft entry per block; every replica
-//!   batch-verifies the signatures of what it applies.
+//!   committed. The leader batches transactions into one Raft entry per block, cut by count and
+//!   by bytes; every replica batch-verifies the signatures of what it applies.
+//! - Limits ([`MAX_TX_BYTES`] < [`MAX_BLOCK_BYTES`] ≤ [`MAX_ENTRIES_BYTES_PER_MESSAGE`] ≤
+//!   [`MAX_MESSAGE_BYTES`] − [`MESSAGE_ENVELOPE_BYTES`], checked at compile time): every message
+//!   fits in one transport frame. Snapshots travel as a small descriptor in Raft plus pieces of
+//!   [`SNAPSHOT_PIECE_BYTES`] beside it, checked against the descriptor's hash before they are
+//!   installed, so no message grows with the state.
+//! - Master tables of any size up to [`MAX_TABLE_CHUNKS`] chunks (64 GiB at 256 KiB), registered
+//!   over as many transactions as they need ([`MasterTable::bodies`]) and usable once complete.
 //! - Durability ([`RedbStore`]): Raft log, hard state, snapshots, blocks, on any redb
 //!   `StorageBackend`.
 //!

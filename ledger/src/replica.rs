@@ -6,10 +6,10 @@
 //! replica persists to its [`RedbStore`] inside `poll`, before any message that depends on it
 //! leaves, following the `Ready` order in raft-rs's documentation.
 //!
-//! Batching: submitted transactions wait in a bounded pool. When the pool holds a full block or
-//! its oldest transaction has waited a block interval, the replica batch-verifies the signatures,
-//! drops what fails, and proposes the rest as one Raft entry (followers' proposals are forwarded
-//! to the leader by raft-rs). Proposed transactions that do not commit within a retry interval
+//! Batching: submitted transactions wait in a bounded pool. When the pool holds a full block (by
+//! count or by encoded bytes, see the `limits` module) or its oldest transaction has waited a
+//! block interval, the replica batch-verifies the signatures, drops what fails, and proposes the
+//! rest as one Raft entry (followers' proposals are forwarded to the leader by raft-rs). Proposed transactions that do not commit within a retry interval
 //! (a lost forward, a leader change) are proposed again; a duplicate that commits twice is
 //! rejected the second time by its nonce.
 //!
@@ -19,6 +19,11 @@
 //! leader broadcasting a commit), it returns the messages with [`Effects::more`] set and applies
 //! on the next `poll`, so verification never delays an acknowledgement (raft-rs allows applying
 //! after persisting and sending).
+//!
+//! Snapshots: Raft's snapshot carries only a descriptor of the contract state; a replica that
+//! receives one fetches the body in pieces from the sender before Raft sees it, and installs it
+//! with the descriptor in one write (the `snapshot` module has the protocol). A snapshot that does
+//! not decode is refused and asked for again; it never stops the replica.
 
 use std::collections::hash_map::DefaultHasher;
 use std::collections::{BTreeMap, HashMap, VecDeque};
@@ -209,7 +214,9 @@ pub struct Replica {
     holds: Holds,
     /// The snapshot transfer this replica is receiving.
     download: Option<Download>,
-    staged: Option<Staged>,
+    /// Bodies that arrived whole and decoded, by snapshot index, until Raft hands their snapshot
+    /// back (or a later install makes them useless).
+    staged: BTreeMap<u64, Staged>,
     /// Leader: when each follower last showed life in a snapshot transfer.
     transfer_activity_ms: BTreeMap<u64, u64>,
 }
@@ -249,7 +256,7 @@ impl Replica {
             pending_effects: Effects::default(),
             holds,
             download: None,
-            staged: None,
+            staged: BTreeMap::new(),
             transfer_activity_ms: BTreeMap::new(),
         };
         replica.replay_stored_blocks(applied_index)?;
@@ -334,6 +341,7 @@ impl Replica {
         match wire.0 {
             Envelope::Raft(raft) => {
                 let message = Message::try_from(*raft)?;
+                check_entries(&message)?;
                 if message.get_msg_type() == MessageType::MsgSnapshot {
                     return self.receive_snapshot(message);
                 }
@@ -647,10 +655,21 @@ impl Replica {
     fn receive_snapshot(&mut self, message: Message) -> Result<(), Error> {
         let from = message.from;
         let index = message.get_snapshot().get_metadata().index;
-        if index <= self.node.raft.raft_log.committed {
-            // Stale: Raft ignores it and tells the leader where this replica is.
+        if index < self.node.raft.raft_log.committed {
+            // Stale: Raft refuses to restore it (`Raft::restore`) and tells the sender where this
+            // replica is. (At `index == committed` Raft may restore, so that takes a body.)
             self.node.step(message)?;
             return Ok(());
+        }
+        let raft = &self.node.raft;
+        let from_current_leader = message.term == raft.term && raft.leader_id == from;
+        if message.term < raft.term || (message.term == raft.term && !from_current_leader) {
+            return Err(Error::BadMessage {
+                reason: format!(
+                    "snapshot offer from {from} at term {} (term {}, leader {})",
+                    message.term, raft.term, raft.leader_id
+                ),
+            });
         }
         let descriptor = match Descriptor::decode(&message.get_snapshot().data) {
             Ok(descriptor) => descriptor,
@@ -659,14 +678,16 @@ impl Replica {
                 return Err(error);
             }
         };
-        let staged = self.staged.as_ref().map(|staged| &staged.body);
-        if staged.is_some_and(|body| body.index == index && body.descriptor == descriptor) {
+        let staged = self.staged.get(&index).map(|staged| &staged.body);
+        if staged.is_some_and(|body| body.descriptor == descriptor) {
             self.node.step(message)?;
             return Ok(());
         }
-        if let Some(download) = &self.download
+        if let Some(download) = &mut self.download
             && download.is_for(from, index, &descriptor)
         {
+            // The same transfer, offered again (perhaps at a newer term): step the newest offer.
+            download.message = message;
             return Ok(());
         }
         self.download = Some(Download::new(from, index, descriptor, message, self.now_ms));
@@ -689,7 +710,11 @@ impl Replica {
                     );
                 } else {
                     self.send_transfer(from, Transfer::Unavailable { index });
-                    self.snapshot_failed(from);
+                    // A late request for an older body must not cancel a newer transfer.
+                    let pending = self.node.raft.prs().get(from).map(|pr| pr.pending_snapshot);
+                    if pending == Some(index) {
+                        self.snapshot_failed(from);
+                    }
                 }
             }
             Transfer::Piece {
@@ -761,15 +786,32 @@ impl Replica {
         let Some(download) = self.download.take() else {
             return Ok(());
         };
-        self.staged = Some(Staged {
-            body: Body {
-                index,
-                descriptor: download.descriptor,
-                bytes: body,
+        // Bounded: a body is staged only when a whole download completed, and older ones go
+        // once a snapshot is installed.
+        self.staged.insert(
+            index,
+            Staged {
+                body: Body {
+                    index,
+                    descriptor: download.descriptor,
+                    bytes: body,
+                },
+                contract,
             },
-            contract,
-        });
-        self.node.step(download.message)?;
+        );
+        while self.staged.len() > 2 {
+            let oldest = self.staged.keys().copied().find(|staged| *staged != index);
+            if let Some(oldest) = oldest {
+                self.staged.remove(&oldest);
+            }
+        }
+        let stepped = self.node.step(download.message);
+        // Raft may not take it (a newer term, a fast-forward): then the body is of no use.
+        let pending = self.node.raft.raft_log.unstable_snapshot().as_ref();
+        if pending.is_none_or(|snapshot| snapshot.get_metadata().index != index) {
+            self.staged.remove(&index);
+        }
+        stepped?;
         Ok(())
     }
 
@@ -818,10 +860,9 @@ impl Replica {
     /// written in one batch.
     fn install_snapshot(&mut self, snapshot: Snapshot, batch: &mut WriteBatch) {
         let index = snapshot.get_metadata().index;
-        let staged = self
-            .staged
-            .take()
-            .filter(|staged| staged.body.index == index);
+        let staged = self.staged.remove(&index);
+        // Bodies staged for earlier snapshots can no longer be installed.
+        self.staged.retain(|staged_index, _| *staged_index > index);
         let Some(Staged { body, contract }) = staged else {
             panic!("raft installed snapshot {index}, whose body was never staged");
         };
@@ -836,6 +877,7 @@ impl Replica {
         self.snapshot_index = index;
         batch.snapshot = Some(WireSnapshot::from(snapshot));
         batch.snapshot_body = Some(body.bytes.clone());
+        batch.snapshot_replaces_log = true;
         batch.applied = Some(index);
         batch.sync = true;
         self.holds.hold(body);
@@ -893,6 +935,25 @@ impl Replica {
         self.apply_entries(entries);
         Ok(())
     }
+}
+
+/// Refuses entries no honest replica sends: a proposal that is not one normal entry of at most a
+/// block (membership is fixed by the genesis; a larger entry could never be sent on in an append),
+/// and appends carrying entries over a block. raft-rs appends whatever a leader receives.
+fn check_entries(message: &Message) -> Result<(), Error> {
+    let refuse = |reason: String| Err(Error::BadMessage { reason });
+    for entry in message.get_entries() {
+        if entry.data.len() > MAX_BLOCK_BYTES {
+            return refuse(format!("an entry of {} bytes", entry.data.len()));
+        }
+    }
+    if message.get_msg_type() == MessageType::MsgPropose {
+        let entries = message.get_entries();
+        if entries.len() != 1 || entries[0].get_entry_type() != EntryType::EntryNormal {
+            return refuse("a proposal must be one normal entry".into());
+        }
+    }
+    Ok(())
 }
 
 fn record(hard_state: &HardState) -> HardStateRecord {
@@ -1019,6 +1080,10 @@ mod tests {
     }
 
     fn offer(data: &[u8]) -> WireMessage {
+        offer_at(2, data)
+    }
+
+    fn offer_at(term: u64, data: &[u8]) -> WireMessage {
         let mut metadata = SnapshotMetadata {
             index: 50,
             term: 2,
@@ -1036,7 +1101,7 @@ mod tests {
         let mut message = Message {
             to: 1,
             from: 2,
-            term: 2,
+            term,
             ..Message::default()
         };
         message.set_msg_type(MessageType::MsgSnapshot);
@@ -1066,5 +1131,46 @@ mod tests {
         let effects = replica.poll().unwrap();
         let kinds: Vec<_> = effects.messages.iter().map(WireMessage::kind).collect();
         assert_eq!(kinds, ["snapshot-request"; 3]);
+    }
+
+    #[test]
+    fn offers_from_a_non_leader_and_oversized_or_odd_proposals_are_refused() {
+        let mut replica = replica();
+        // Term 0, no leader: an offer at term 0 comes from no leader this replica knows.
+        let stray = offer_at(0, &Descriptor::of(b"x").encode());
+        let error = replica.handle_message(stray).unwrap_err();
+        assert!(error.to_string().contains("snapshot offer"), "{error}");
+        assert!(
+            replica.poll().unwrap().messages.is_empty(),
+            "no transfer started"
+        );
+
+        let proposal = |entries: Vec<Entry>| {
+            let mut message = Message {
+                to: 1,
+                from: 2,
+                ..Message::default()
+            };
+            message.set_msg_type(MessageType::MsgPropose);
+            message.set_entries(entries.into());
+            WireMessage::from(message)
+        };
+        let entry = |bytes: usize, entry_type: EntryType| {
+            let mut entry = Entry {
+                data: vec![0; bytes].into(),
+                ..Entry::default()
+            };
+            entry.set_entry_type(entry_type);
+            entry
+        };
+        let oversized = proposal(vec![entry(MAX_BLOCK_BYTES + 1, EntryType::EntryNormal)]);
+        assert!(replica.handle_message(oversized).is_err());
+        let two = proposal(vec![
+            entry(8, EntryType::EntryNormal),
+            entry(8, EntryType::EntryNormal),
+        ]);
+        assert!(replica.handle_message(two).is_err());
+        let conf_change = proposal(vec![entry(8, EntryType::EntryConfChange)]);
+        assert!(replica.handle_message(conf_change).is_err());
     }
 }

@@ -55,16 +55,23 @@ pub(crate) enum KeyError {
     /// The point has order dividing 8: any signature verifies for it under cofactored rules.
     #[error("a small-order point")]
     SmallOrder,
+    /// Not the point's canonical encoding: two encodings of one key would be two members with
+    /// one signer.
+    #[error("not the canonical encoding of its point")]
+    NonCanonical,
 }
 
 impl PublicKey {
-    /// Decodes a member key; small-order keys are refused.
+    /// Decodes a member key; small-order keys and non-canonical encodings are refused.
     pub(crate) fn from_bytes(bytes: [u8; 32]) -> Result<Self, KeyError> {
         let point = CompressedEdwardsY(bytes)
             .decompress()
             .ok_or(KeyError::NotAPoint)?;
         if point.is_small_order() {
             return Err(KeyError::SmallOrder);
+        }
+        if point.compress().to_bytes() != bytes {
+            return Err(KeyError::NonCanonical);
         }
         Ok(Self {
             bytes,
@@ -253,6 +260,31 @@ mod tests {
         }
         let honest = SigningKey::from_bytes(&[7; 32]).verifying_key().to_bytes();
         assert!(PublicKey::from_bytes(honest).is_ok());
+        // The same point with the sign of x flipped is another point; with x = 0 it is the same
+        // point, which only small-order points have. A large-order non-canonical encoding: the
+        // honest key's y plus p, when that still fits in 255 bits, is the same point.
+        let mut y_plus_p = honest;
+        let mut carry = 0u16;
+        let p_bytes: [u8; 32] = {
+            let mut p = [0xff; 32];
+            p[0] = 0xed;
+            p[31] = 0x7f;
+            p
+        };
+        let sign = honest[31] & 0x80;
+        y_plus_p[31] &= 0x7f;
+        for (byte, p) in y_plus_p.iter_mut().zip(p_bytes) {
+            let sum = u16::from(*byte) + u16::from(p) + carry;
+            *byte = sum.to_le_bytes()[0];
+            carry = sum >> 8;
+        }
+        if carry == 0 && y_plus_p[31] & 0x80 == 0 {
+            y_plus_p[31] |= sign;
+            assert_eq!(
+                PublicKey::from_bytes(y_plus_p).err(),
+                Some(KeyError::NonCanonical)
+            );
+        }
     }
 
     /// The ZIP-215 small-order vectors: with `A` and `R` small order and `s = 0`, every

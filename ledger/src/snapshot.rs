@@ -37,6 +37,10 @@ pub(crate) const PIECE_RETRY_MS: u64 = 2_000;
 pub(crate) const STALL_MS: u64 = 20_000;
 /// Whole-body failures (hash or decoding) before a transfer is aborted.
 const MAX_BODY_FAILURES: u32 = 3;
+/// Largest body a descriptor may announce: a receiver holds the pieces in memory until the whole
+/// body is checked. A larger claim is refused before a transfer starts.
+const MAX_BODY_BYTES: u64 = 4 * 1024 * 1024 * 1024;
+
 /// Snapshot bodies a replica keeps for serving: a follower mid-transfer can finish after the
 /// sender took one newer snapshot.
 const HELD_BODIES: usize = 2;
@@ -72,6 +76,14 @@ impl Descriptor {
         if !rest.is_empty() {
             return Err(Error::BadMessage {
                 reason: format!("{} bytes after the snapshot descriptor", rest.len()),
+            });
+        }
+        if descriptor.body_bytes > MAX_BODY_BYTES {
+            return Err(Error::BadMessage {
+                reason: format!(
+                    "snapshot body of {} bytes announced, limit {MAX_BODY_BYTES}",
+                    descriptor.body_bytes
+                ),
             });
         }
         Ok(descriptor)
@@ -162,8 +174,8 @@ pub(crate) struct Download {
     pub(crate) descriptor: Descriptor,
     /// The `MsgSnapshot` to step into Raft once the body is here.
     pub(crate) message: Message,
-    pieces: Vec<Option<Bytes>>,
-    received: u32,
+    /// Received pieces (a map, not a vector sized by the descriptor: the size is a peer's claim).
+    pieces: BTreeMap<u32, Bytes>,
     /// Requested, not received: piece → when requested.
     in_flight: BTreeMap<u32, u64>,
     next_piece: u32,
@@ -192,8 +204,7 @@ impl Download {
             index,
             descriptor,
             message,
-            pieces: vec![None; descriptor.piece_count() as usize],
-            received: 0,
+            pieces: BTreeMap::new(),
             in_flight: BTreeMap::new(),
             next_piece: 0,
             last_progress_ms: now_ms,
@@ -206,11 +217,14 @@ impl Download {
         self.from == from && self.index == index && self.descriptor == *descriptor
     }
 
-    /// The pieces to request now: overdue ones again, then new ones up to the window.
+    /// The pieces to request now: overdue ones again (only once nothing at all arrived for a
+    /// retry interval, so a slow link is not flooded with duplicates), then new ones up to the
+    /// window.
     pub(crate) fn requests(&mut self, now_ms: u64) -> Vec<u32> {
         let mut requests = Vec::new();
+        let quiet = now_ms.saturating_sub(self.last_progress_ms) >= PIECE_RETRY_MS;
         for (piece, requested_ms) in &mut self.in_flight {
-            if now_ms.saturating_sub(*requested_ms) >= PIECE_RETRY_MS {
+            if quiet && now_ms.saturating_sub(*requested_ms) >= PIECE_RETRY_MS {
                 *requested_ms = now_ms;
                 requests.push(*piece);
             }
@@ -219,7 +233,7 @@ impl Download {
         while self.in_flight.len() < WINDOW_PIECES as usize && self.next_piece < count {
             let piece = self.next_piece;
             self.next_piece += 1;
-            if self.pieces[piece as usize].is_none() {
+            if !self.pieces.contains_key(&piece) {
                 self.in_flight.insert(piece, now_ms);
                 requests.push(piece);
             }
@@ -242,12 +256,12 @@ impl Download {
         bytes: Bytes,
         now_ms: u64,
     ) -> Result<Progress, Error> {
-        let expected = self.descriptor.piece_bytes(piece);
-        let Some(slot) = self.pieces.get_mut(piece as usize) else {
+        if piece >= self.descriptor.piece_count() {
             return Err(Error::BadMessage {
                 reason: format!("snapshot piece {piece} beyond the body"),
             });
-        };
+        }
+        let expected = self.descriptor.piece_bytes(piece);
         if bytes.len() as u64 != expected {
             return Err(Error::BadMessage {
                 reason: format!(
@@ -257,17 +271,17 @@ impl Download {
             });
         }
         self.in_flight.remove(&piece);
-        if slot.is_some() {
+        if self.pieces.contains_key(&piece) {
             return Ok(Progress::Pending);
         }
-        *slot = Some(bytes);
-        self.received += 1;
+        self.pieces.insert(piece, bytes);
         self.last_progress_ms = now_ms;
-        if self.received < self.descriptor.piece_count() {
+        if self.pieces.len() < self.descriptor.piece_count() as usize {
             return Ok(Progress::Pending);
         }
+        // Every piece is here and each had its exact size, so the body is `body_bytes` long.
         let mut body = Vec::with_capacity(usize::try_from(self.descriptor.body_bytes).unwrap_or(0));
-        for piece in self.pieces.iter().flatten() {
+        for piece in self.pieces.values() {
             body.extend_from_slice(piece);
         }
         if self.descriptor.matches(&body) {
@@ -286,8 +300,7 @@ impl Download {
     /// piece and fetch them again.
     pub(crate) fn refused_body(&mut self) {
         self.body_failures += 1;
-        self.pieces.iter_mut().for_each(|piece| *piece = None);
-        self.received = 0;
+        self.pieces.clear();
         self.in_flight.clear();
         self.next_piece = 0;
     }
@@ -324,6 +337,11 @@ mod tests {
         let mut trailing = descriptor.encode();
         trailing.push(0);
         assert!(Descriptor::decode(&trailing).is_err());
+        let huge = Descriptor {
+            body_bytes: MAX_BODY_BYTES + 1,
+            ..descriptor
+        };
+        assert!(Descriptor::decode(&huge.encode()).is_err());
     }
 
     #[test]

@@ -51,6 +51,9 @@ pub(crate) struct WriteBatch {
     pub(crate) snapshot: Option<WireSnapshot>,
     /// The body `snapshot`'s descriptor names; set whenever `snapshot` is.
     pub(crate) snapshot_body: Option<Bytes>,
+    /// The snapshot came from the leader and replaces the whole log (a local snapshot only
+    /// compacts the entries it covers).
+    pub(crate) snapshot_replaces_log: bool,
     pub(crate) entries: Vec<WireEntry>,
     pub(crate) hard_state: Option<HardStateRecord>,
     pub(crate) conf_state: Option<WireConfState>,
@@ -160,7 +163,11 @@ impl RedbStore {
             let mut log = txn.open_table(LOG)?;
             let mut meta = txn.open_table(META)?;
             if let Some(snapshot) = &batch.snapshot {
-                log.retain_in(..=snapshot.index, |_, _| false)?;
+                if batch.snapshot_replaces_log {
+                    log.retain(|_, _| false)?;
+                } else {
+                    log.retain_in(..=snapshot.index, |_, _| false)?;
+                }
                 meta.insert(SNAPSHOT, encode(snapshot).as_slice())?;
                 let mut pieces = txn.open_table(SNAPSHOT_BODY)?;
                 pieces.retain(|_, _| false)?;
