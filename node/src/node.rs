@@ -535,8 +535,15 @@ fn deliver(replica: &mut Replica, peers: &[PeerId], from: PeerId, bytes: &[u8]) 
         tracing::warn!(%from, sender = message.sender(), "raft message from the wrong member");
         return;
     }
+    let kind = message.kind();
     if let Err(error) = replica.handle_message(message) {
-        tracing::debug!(%from, %error, "raft message refused");
+        // Raft refuses stale messages routinely; a refused snapshot transfer is worth a warning
+        // (the transfer is asked for again).
+        if kind.starts_with("snapshot") {
+            tracing::warn!(%from, kind, %error, "snapshot transfer message refused");
+            return;
+        }
+        tracing::debug!(%from, kind, %error, "raft message refused");
     }
 }
 

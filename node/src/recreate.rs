@@ -80,6 +80,14 @@ impl<T: Transport> Node<T> {
         let start = tokio::time::Instant::now();
         let shared = &self.shared;
         let record = shared.file(file).await?;
+        // The ledger refuses deposits (so releases) until the table is complete; check anyway
+        // before indexing it chunk by chunk.
+        if !record.is_complete() {
+            return Err(Error::Invalid(format!(
+                "the master table of file {file} is incomplete ({} chunks listed)",
+                record.table.chunk_hashes.len()
+            )));
+        }
         let (shares, bad_shares) = gather_shares(shared, &record, timeout).await?;
         let secret = combine(&shares, &record.table.commitments)?;
         let key = secret.derive_key();
