@@ -985,7 +985,13 @@ fn restore_log(
             table: "snapshot_body",
             reason,
         };
-        let descriptor = Descriptor::decode(&wire.data).map_err(|e| corrupt(e.to_string()))?;
+        let descriptor = Descriptor::decode(&wire.data).map_err(|_| {
+            corrupt(
+                "the stored snapshot is not a descriptor (a whole-state snapshot from an earlier \
+                 version?): start this member from a fresh data directory"
+                    .into(),
+            )
+        })?;
         let bytes = loaded.snapshot_body.clone().unwrap_or_default();
         if !descriptor.matches(&bytes) {
             return Err(corrupt("the body does not match its descriptor".into()).into());

@@ -293,15 +293,16 @@ impl Cluster {
         panic!("cluster did not go quiet within 1000 delivery rounds");
     }
 
-    /// Flips the last byte of a snapshot piece's encoding (the last byte of its data) while
+    /// Changes the case of the last lowercase ASCII letter in a snapshot piece (most likely in a
+    /// reason text: the piece still decodes, only the body's hash can tell) while
     /// `corrupt_pieces` says so.
     fn maybe_corrupt(&mut self, message: WireMessage) -> WireMessage {
         if self.corrupt_pieces == 0 || message.kind() != "snapshot-piece" {
             return message;
         }
         let mut bytes = message.encode();
-        if let Some(last) = bytes.last_mut() {
-            *last ^= 0x40;
+        if let Some(letter) = bytes.iter_mut().rev().find(|b| b.is_ascii_lowercase()) {
+            *letter ^= 0x20;
         }
         self.corrupt_pieces -= 1;
         WireMessage::decode(&bytes).unwrap()
