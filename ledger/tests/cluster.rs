@@ -4,8 +4,8 @@
 
 mod harness;
 
-use harness::{Cluster, applied_count, commit_all, register_file};
-use ledger::{Body, ReplicaConfig, TxResult};
+use harness::{Cluster, applied_count, commit_all, register_file, small_snapshots};
+use ledger::{Body, TxResult};
 
 const SEED: u64 = 0x5eed;
 
@@ -103,11 +103,7 @@ fn minority_partition_commits_nothing_and_heals() {
     // After healing the stranded transaction is retried and lands; everybody agrees.
     cluster.run_until(1_000, |c| c.acknowledged.contains_key(&stranded));
     let target = cluster.replica(majority_leader).state().height();
-    cluster.run_until(500, |c| {
-        c.live()
-            .iter()
-            .all(|id| c.replica(*id).state().height() >= target)
-    });
+    cluster.run_until_all_reach(500, target);
     cluster.assert_agree();
     cluster.assert_nothing_lost();
 }
@@ -140,13 +136,6 @@ fn crashed_leader_restarts_from_redb_without_losing_acknowledged_transactions() 
     cluster.run_until(1_000, |c| c.replica(leader).state().height() >= target);
     cluster.assert_agree();
     cluster.assert_nothing_lost();
-}
-
-fn small_snapshots(id: u64, seed: u64) -> ReplicaConfig {
-    ReplicaConfig {
-        snapshot_interval_entries: 16,
-        ..ReplicaConfig::new(id, seed)
-    }
 }
 
 #[test]
@@ -206,10 +195,6 @@ fn learners_replicate_but_do_not_vote() {
     }
     cluster.run_until(1_000, |c| c.acknowledged.contains_key(&id));
     let target = cluster.acknowledged[&id];
-    cluster.run_until(300, |c| {
-        c.live()
-            .iter()
-            .all(|r| c.replica(*r).state().height() >= target)
-    });
+    cluster.run_until_all_reach(300, target);
     cluster.assert_agree();
 }

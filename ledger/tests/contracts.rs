@@ -11,11 +11,6 @@ use ledger::{Answer, Body, Rejection, SubmitError, Transaction, TxResult};
 
 const SEED: u64 = 0xc0ffee;
 
-fn result_of(cluster: &Cluster, id: &ledger::TxId) -> TxResult {
-    let replica = cluster.replica(cluster.live()[0]);
-    replica.store().tx_status(id).unwrap().unwrap().result
-}
-
 #[test]
 fn replayed_forged_non_member_and_wrong_role_transactions_are_rejected() {
     let mut cluster = Cluster::new(4, 4, SEED);
@@ -173,9 +168,9 @@ fn store_and_recreate_story() {
         },
     );
     let ids = commit_all(&mut cluster, leader, vec![complaint, outsider_complaint]);
-    assert_eq!(result_of(&cluster, &ids[0]), TxResult::Applied);
+    assert_eq!(cluster.result_of(&ids[0]), TxResult::Applied);
     assert_eq!(
-        result_of(&cluster, &ids[1]),
+        cluster.result_of(&ids[1]),
         TxResult::Rejected(Rejection::NotHolder { file })
     );
     assert!(cluster.replica(2).state().file(&file).unwrap().disputed());
@@ -198,15 +193,15 @@ fn store_and_recreate_story() {
     let reregister = cluster.sign(1, Body::RegisterFile(record.table.clone()));
     let ids = commit_all(&mut cluster, leader, vec![again, by_other, reregister]);
     assert_eq!(
-        result_of(&cluster, &ids[0]),
+        cluster.result_of(&ids[0]),
         TxResult::Rejected(Rejection::SharesAlreadyDeposited { file })
     );
     assert_eq!(
-        result_of(&cluster, &ids[1]),
+        cluster.result_of(&ids[1]),
         TxResult::Rejected(Rejection::NotOwner { file })
     );
     assert_eq!(
-        result_of(&cluster, &ids[2]),
+        cluster.result_of(&ids[2]),
         TxResult::Rejected(Rejection::FileExists { file })
     );
 
@@ -264,7 +259,7 @@ fn store_and_recreate_story() {
     let ids = commit_all(&mut cluster, leader, answers);
     assert!(
         ids.iter()
-            .all(|id| result_of(&cluster, id) == TxResult::Applied)
+            .all(|id| cluster.result_of(id) == TxResult::Applied)
     );
     let mut duplicate = twice;
     duplicate.nonce += 10;
@@ -276,7 +271,7 @@ fn store_and_recreate_story() {
     );
     let id = commit_all(&mut cluster, leader, vec![duplicate])[0];
     assert_eq!(
-        result_of(&cluster, &id),
+        cluster.result_of(&id),
         TxResult::Rejected(Rejection::AlreadyAnswered {
             request: request_id
         })

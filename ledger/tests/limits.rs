@@ -7,7 +7,7 @@
 
 mod harness;
 
-use harness::{Cluster, commit_all, default_config, register_file};
+use harness::{Cluster, commit_all, default_config, register_file, small_snapshots};
 use ledger::{
     Body, MAX_BLOCK_BYTES, MAX_MESSAGE_BYTES, MAX_TX_BYTES, Policy, ReplicaConfig, Transaction,
 };
@@ -54,11 +54,7 @@ fn a_backlog_of_largest_transactions_commits_after_the_election() {
         ids.iter().all(|id| c.acknowledged.contains_key(id))
     });
     let target = cluster.replica(1).state().height();
-    cluster.run_until(500, |c| {
-        c.live()
-            .iter()
-            .all(|id| c.replica(*id).state().height() >= target)
-    });
+    cluster.run_until_all_reach(500, target);
     cluster.assert_agree();
     cluster.assert_nothing_lost();
     let chain = cluster.chain(1);
@@ -124,13 +120,6 @@ fn a_far_behind_replica_catches_up_from_a_large_state_in_pieces() {
     cluster.crash(behind);
     cluster.start(behind);
     cluster.assert_agree();
-}
-
-fn small_snapshots(id: u64, seed: u64) -> ReplicaConfig {
-    ReplicaConfig {
-        snapshot_interval_entries: 16,
-        ..ReplicaConfig::new(id, seed)
-    }
 }
 
 #[test]

@@ -162,11 +162,7 @@ fn leader_lagging_follower_and_restarted_replica_agree_on_torsion_blocks() {
     cluster.start(restarted);
     cluster.recover();
     let target = cluster.replica(leader).state().height();
-    cluster.run_until(1_000, |c| {
-        c.live()
-            .iter()
-            .all(|id| c.replica(*id).state().height() >= target)
-    });
+    cluster.run_until_all_reach(1_000, target);
     cluster.assert_agree();
     cluster.assert_nothing_lost();
     for id in &torsion_ids {

@@ -40,11 +40,6 @@ fn table(cluster: &mut Cluster, size_bytes: u64) -> MasterTable {
     }
 }
 
-fn result_of(cluster: &Cluster, id: &ledger::TxId) -> TxResult {
-    let replica = cluster.replica(cluster.live()[0]);
-    replica.store().tx_status(id).unwrap().unwrap().result
-}
-
 #[test]
 fn a_64_gib_table_registers_over_many_transactions_and_reads_back_whole() {
     let mut cluster = Cluster::new(4, 3, SEED);
@@ -66,7 +61,7 @@ fn a_64_gib_table_registers_over_many_transactions_and_reads_back_whole() {
     );
     let early_id = commit_all(&mut cluster, leader, vec![early])[0];
     assert!(matches!(
-        result_of(&cluster, &early_id),
+        cluster.result_of(&early_id),
         TxResult::Rejected(Rejection::TableIncomplete { chunks, .. }) if chunks == MAX_TABLE_CHUNKS
     ));
     assert!(
@@ -83,14 +78,10 @@ fn a_64_gib_table_registers_over_many_transactions_and_reads_back_whole() {
     }
     let ids = commit_all(&mut cluster, leader, rest);
     for id in &ids {
-        assert_eq!(result_of(&cluster, id), TxResult::Applied);
+        assert_eq!(cluster.result_of(id), TxResult::Applied);
     }
-    cluster.run_until(500, |c| {
-        let height = c.replica(leader).state().height();
-        c.live()
-            .iter()
-            .all(|id| c.replica(*id).state().height() >= height)
-    });
+    let height = cluster.replica(leader).state().height();
+    cluster.run_until_all_reach(500, height);
     cluster.assert_agree();
     // One query returns the whole table, on every replica.
     for id in cluster.live() {
@@ -189,7 +180,7 @@ fn chunk_records_come_in_order_from_the_owner_and_stop_at_the_last_chunk() {
         leader,
         vec![register, gap, stranger, in_order, overlap, beyond, last],
     );
-    let results: Vec<TxResult> = ids.iter().map(|id| result_of(&cluster, id)).collect();
+    let results: Vec<TxResult> = ids.iter().map(|id| cluster.result_of(id)).collect();
     let file = table.file_id;
     assert_eq!(results[0], TxResult::Applied);
     assert_eq!(

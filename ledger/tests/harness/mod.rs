@@ -80,6 +80,14 @@ pub fn default_config(id: u64, seed: u64) -> ReplicaConfig {
     ReplicaConfig::new(id, seed)
 }
 
+/// Snapshots every 16 applied entries, so tests reach log compaction quickly.
+pub fn small_snapshots(id: u64, seed: u64) -> ReplicaConfig {
+    ReplicaConfig {
+        snapshot_interval_entries: 16,
+        ..ReplicaConfig::new(id, seed)
+    }
+}
+
 impl Cluster {
     /// `members` members, the first `voters` voting, the last one the auditor.
     pub fn new(members: usize, voters: u32, seed: u64) -> Self {
@@ -317,6 +325,21 @@ impl Cluster {
             self.tick();
         }
         assert!(done(self), "condition not met within {max_ticks} ticks");
+    }
+
+    /// Ticks until every live replica reached `height`; panics after `max_ticks`.
+    pub fn run_until_all_reach(&mut self, max_ticks: u32, height: u64) {
+        self.run_until(max_ticks, |c| {
+            c.live()
+                .iter()
+                .all(|id| c.replica(*id).state().height() >= height)
+        });
+    }
+
+    /// The result of committed transaction `id`, from the first live replica's store.
+    pub fn result_of(&self, id: &TxId) -> TxResult {
+        let replica = self.replica(self.live()[0]);
+        replica.store().tx_status(id).unwrap().unwrap().result
     }
 
     pub fn leader(&self) -> Option<u64> {
