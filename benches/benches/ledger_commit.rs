@@ -57,7 +57,7 @@ fn start_cluster(genesis: &Genesis) -> (Vec<Replica>, u64, Duration) {
                 }
                 None => RedbStore::open_backend(benches::SparseMemoryBackend::default()).unwrap(),
             };
-            Replica::open(genesis.clone(), ReplicaConfig::new(id, 7), store).unwrap()
+            Replica::open(genesis.clone(), ReplicaConfig::new(id), store).unwrap()
         })
         .collect();
     for tick in 1..=1_000u64 {

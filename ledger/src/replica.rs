@@ -72,13 +72,11 @@ pub struct ReplicaConfig {
     pub max_tx_bytes: usize,
     /// Applied entries between snapshots (which compact the log).
     pub snapshot_interval_entries: u64,
-    /// Seeds the deterministic election timeouts.
-    pub seed: u64,
 }
 
 impl ReplicaConfig {
     /// Defaults from DESIGN.md for replica `id`.
-    pub fn new(id: u64, seed: u64) -> Self {
+    pub fn new(id: u64) -> Self {
         Self {
             id,
             election_tick: 10,
@@ -90,7 +88,6 @@ impl ReplicaConfig {
             max_pending_txs: 200_000,
             max_tx_bytes: MAX_TX_BYTES,
             snapshot_interval_entries: 1_000,
-            seed,
         }
     }
 
@@ -1022,22 +1019,29 @@ fn restore_log(
     Ok((state, held))
 }
 
-/// The raft-rs config: deterministic election timeouts from the seed (raft-rs draws them from
-/// `thread_rng` otherwise). Each voter gets a distinct timeout, `election_tick + rank`, where the
-/// rank orders the voters by a seeded hash, and a range of one value so the draw cannot vary.
-fn raft_config(config: &ReplicaConfig, genesis: &Genesis, applied: u64) -> Config {
+/// A voter's election rank: its position when the voters are ordered by a hash of the chain id
+/// and their Raft id. Computed from the genesis alone, so every node agrees and no two voters
+/// share a rank (a per-node seed could give two voters the same one). Learners have none.
+fn election_rank(genesis: &Genesis, id: u64) -> Option<usize> {
     let (voters, _) = genesis.raft_membership();
     let weight = |id: u64| -> [u8; 32] {
         Sha3_256::new()
             .chain_update(b"blocktorrent/v1/election")
-            .chain_update(config.seed.to_be_bytes())
+            .chain_update(genesis.chain_id.as_bytes())
             .chain_update(id.to_be_bytes())
             .finalize()
             .into()
     };
-    let mut ranked = voters.clone();
-    ranked.sort_by_key(|id| weight(*id));
-    let rank = ranked.iter().position(|id| *id == config.id).unwrap_or(0);
+    let mut ranked = voters;
+    ranked.sort_by_key(|id| (weight(*id), *id));
+    ranked.iter().position(|voter| *voter == id)
+}
+
+/// The raft-rs config: deterministic election timeouts (raft-rs draws them from `thread_rng`
+/// otherwise). Each voter gets a distinct timeout, `election_tick + 2 × rank`
+/// ([`election_rank`]), and a range of one value so the draw cannot vary.
+fn raft_config(config: &ReplicaConfig, genesis: &Genesis, applied: u64) -> Config {
+    let rank = election_rank(genesis, config.id).unwrap_or(0);
     let min_election_tick = config.election_tick + rank * 2;
     Config {
         id: config.id,
@@ -1065,8 +1069,8 @@ mod tests {
     use keyshare::SealingSecretKey;
     use raft::eraftpb::SnapshotMetadata;
 
-    fn replica() -> Replica {
-        let members = (1..=3u8)
+    fn genesis(members: u8, voters: u32) -> Genesis {
+        let members = (1..=members)
             .map(|i| Member {
                 name: format!("member-{i}"),
                 id: MemberId::from(SigningKey::from_bytes(&[i; 32]).verifying_key()),
@@ -1074,15 +1078,19 @@ mod tests {
                 role: Role::Participant,
             })
             .collect();
-        let genesis = Genesis {
+        Genesis {
             chain_id: "unit".into(),
             members,
-            voters: 3,
+            voters,
             policy: Policy::default(),
-        };
+        }
+    }
+
+    fn replica() -> Replica {
+        let genesis = genesis(3, 3);
         let store = RedbStore::open_backend(redb::backends::InMemoryBackend::new())
             .expect("in-memory store");
-        Replica::open(genesis, ReplicaConfig::new(1, 7), store).expect("replica opens")
+        Replica::open(genesis, ReplicaConfig::new(1), store).expect("replica opens")
     }
 
     fn offer(data: &[u8]) -> WireMessage {
@@ -1113,6 +1121,31 @@ mod tests {
         message.set_msg_type(MessageType::MsgSnapshot);
         message.set_snapshot(snapshot);
         WireMessage::from(message)
+    }
+
+    #[test]
+    fn election_ranks_come_from_the_genesis_and_are_distinct() {
+        for (members, voters) in [(3, 3), (7, 5), (9, 1)] {
+            let genesis = genesis(members, voters);
+            let ranks: Vec<Option<usize>> = (1..=u64::from(members))
+                .map(|id| election_rank(&genesis, id))
+                .collect();
+            let mut voter_ranks: Vec<usize> = ranks.iter().flatten().copied().collect();
+            voter_ranks.sort_unstable();
+            assert_eq!(voter_ranks, (0..voters as usize).collect::<Vec<_>>());
+            assert!(
+                ranks[voters as usize..].iter().all(Option::is_none),
+                "learners"
+            );
+            // Every node computes the same timeouts: they depend on nothing but the genesis.
+            let timeouts: Vec<usize> = (1..=u64::from(voters))
+                .map(|id| raft_config(&ReplicaConfig::new(id), &genesis, 0).min_election_tick)
+                .collect();
+            let mut distinct = timeouts.clone();
+            distinct.sort_unstable();
+            distinct.dedup();
+            assert_eq!(distinct.len(), timeouts.len(), "{timeouts:?}");
+        }
     }
 
     #[test]

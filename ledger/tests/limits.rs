@@ -77,10 +77,10 @@ fn a_backlog_of_largest_transactions_commits_after_the_election() {
     );
 }
 
-fn large_state_config(id: u64, seed: u64) -> ReplicaConfig {
+fn large_state_config(id: u64) -> ReplicaConfig {
     ReplicaConfig {
         snapshot_interval_entries: 12,
-        ..ReplicaConfig::new(id, seed)
+        ..ReplicaConfig::new(id)
     }
 }
 

@@ -82,7 +82,8 @@ pub struct NodeOptions {
     pub stores: Stores,
     /// When to release shares.
     pub policy: ReleasePolicy,
-    /// Seeds the node's RNG (file secrets, nonces, sealing) and election timeouts.
+    /// Seeds the node's RNG (file secrets, nonces, sealing). Election timeouts come from the
+    /// genesis, the same on every node.
     pub seed: u64,
     /// Wall-clock milliseconds, for block and file timestamps.
     pub clock: Clock,
@@ -301,7 +302,7 @@ impl<T: Transport> Node<T> {
         let me = consortium.members[position].clone();
         let replica = Replica::open(
             consortium.genesis(),
-            ReplicaConfig::new(position as u64 + 1, seed),
+            ReplicaConfig::new(position as u64 + 1),
             stores.ledger,
         )?;
         let metrics = Arc::new(Metrics::default());

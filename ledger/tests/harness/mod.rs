@@ -63,7 +63,7 @@ pub struct Cluster {
     drop_percent: BTreeMap<(u64, u64), u32>,
     /// Every transaction any replica acknowledged (committed and applied), with its block height.
     pub acknowledged: BTreeMap<TxId, u64>,
-    pub config: fn(u64, u64) -> ReplicaConfig,
+    pub config: fn(u64) -> ReplicaConfig,
     /// Polls that returned messages and put applying off to the next poll (`Effects::more`).
     pub deferred_applies: usize,
     /// The largest encoded message any replica emitted (each is checked against the frame cap).
@@ -76,15 +76,15 @@ pub struct Cluster {
     pub drop_kinds: BTreeSet<&'static str>,
 }
 
-pub fn default_config(id: u64, seed: u64) -> ReplicaConfig {
-    ReplicaConfig::new(id, seed)
+pub fn default_config(id: u64) -> ReplicaConfig {
+    ReplicaConfig::new(id)
 }
 
 /// Snapshots every 16 applied entries, so tests reach log compaction quickly.
-pub fn small_snapshots(id: u64, seed: u64) -> ReplicaConfig {
+pub fn small_snapshots(id: u64) -> ReplicaConfig {
     ReplicaConfig {
         snapshot_interval_entries: 16,
-        ..ReplicaConfig::new(id, seed)
+        ..ReplicaConfig::new(id)
     }
 }
 
@@ -98,7 +98,7 @@ impl Cluster {
         members: usize,
         voters: u32,
         seed: u64,
-        config: fn(u64, u64) -> ReplicaConfig,
+        config: fn(u64) -> ReplicaConfig,
     ) -> Self {
         Self::with_policy(members, voters, seed, config, Policy::default())
     }
@@ -107,7 +107,7 @@ impl Cluster {
         members: usize,
         voters: u32,
         seed: u64,
-        config: fn(u64, u64) -> ReplicaConfig,
+        config: fn(u64) -> ReplicaConfig,
         policy: Policy,
     ) -> Self {
         let mut rng = StdRng::seed_from_u64(seed);
@@ -189,7 +189,7 @@ impl Cluster {
 
     /// Starts (or restarts) replica `id` from its disk.
     pub fn start(&mut self, id: u64) {
-        let config = (self.config)(id, self.seed);
+        let config = (self.config)(id);
         let store = RedbStore::open_backend(self.node(id).disk.clone()).unwrap();
         let replica = Replica::open(self.genesis.clone(), config, store).unwrap();
         self.node(id).replica = Some(replica);
