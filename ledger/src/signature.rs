@@ -133,22 +133,36 @@ fn verify_prepared(key: &PublicKey, prepared: &Prepared) -> bool {
     (prepared.r_point - r_check).mul_by_cofactor().is_identity()
 }
 
-/// One verdict per item, each equal to [`verify_one`] of that item: one batch equation, and one
-/// by one only when the batch fails.
+/// One verdict per item, each equal to [`verify_one`] of that item: one batch equation, and on
+/// failure the halves again, down to single checks, so a few bad signatures in a large batch
+/// (a member who sends forgeries on purpose) cost a few batches, not one check per signature.
 pub(crate) fn verify_each(items: &[Item<'_>]) -> Vec<bool> {
     let prepared: Vec<Option<Prepared>> = items.iter().map(prepare).collect();
-    if prepared.iter().all(Option::is_some) && batch_holds(items, &prepared) {
-        return vec![true; items.len()];
+    let mut verdicts = vec![false; items.len()];
+    verify_range(items, &prepared, &mut verdicts);
+    verdicts
+}
+
+/// Below this many items a failed batch is settled one signature at a time.
+const SINGLE_CHECKS_BELOW: usize = 8;
+
+fn verify_range(items: &[Item<'_>], prepared: &[Option<Prepared>], verdicts: &mut [bool]) {
+    if prepared.iter().all(Option::is_some) && batch_holds(items, prepared) {
+        verdicts.fill(true);
+        return;
     }
-    items
-        .iter()
-        .zip(&prepared)
-        .map(|(item, prepared)| {
-            prepared
+    if items.len() < SINGLE_CHECKS_BELOW {
+        for ((item, prepared), verdict) in items.iter().zip(prepared).zip(verdicts) {
+            *verdict = prepared
                 .as_ref()
-                .is_some_and(|prepared| verify_prepared(item.key, prepared))
-        })
-        .collect()
+                .is_some_and(|prepared| verify_prepared(item.key, prepared));
+        }
+        return;
+    }
+    let half = items.len() / 2;
+    let (verdicts_left, verdicts_right) = verdicts.split_at_mut(half);
+    verify_range(&items[..half], &prepared[..half], verdicts_left);
+    verify_range(&items[half..], &prepared[half..], verdicts_right);
 }
 
 /// The cofactored batch equation over every item (all prepared).
@@ -326,6 +340,47 @@ mod tests {
             }
         }
         assert!(verify_each(&items).iter().all(|ok| *ok));
+    }
+
+    #[test]
+    fn bad_signatures_anywhere_in_a_large_batch_are_found_and_only_they() {
+        let keys: Vec<SigningKey> = (1..=3u8)
+            .map(|i| SigningKey::from_bytes(&[i; 32]))
+            .collect();
+        let public: Vec<PublicKey> = keys
+            .iter()
+            .map(|key| PublicKey::from_bytes(key.verifying_key().to_bytes()).unwrap())
+            .collect();
+        let messages: Vec<Vec<u8>> = (0..100u32).map(|i| i.to_le_bytes().to_vec()).collect();
+        let bad = [0usize, 37, 38, 99];
+        let signatures: Vec<Signature> = messages
+            .iter()
+            .enumerate()
+            .map(|(i, message)| {
+                let signer = &keys[i % 3];
+                // A bad one signs other bytes.
+                if bad.contains(&i) {
+                    signer.sign(b"something else")
+                } else {
+                    signer.sign(message)
+                }
+            })
+            .collect();
+        let items: Vec<Item<'_>> = messages
+            .iter()
+            .zip(&signatures)
+            .enumerate()
+            .map(|(i, (message, signature))| Item {
+                key: &public[i % 3],
+                message,
+                signature,
+            })
+            .collect();
+        let verdicts = verify_each(&items);
+        for (i, verdict) in verdicts.iter().enumerate() {
+            assert_eq!(*verdict, !bad.contains(&i), "item {i}");
+            assert_eq!(*verdict, verify_one(&items[i]), "item {i} alone");
+        }
     }
 
     #[test]

@@ -413,6 +413,37 @@ mod tests {
         assert!(download.stalled(STALL_MS));
     }
 
+    proptest::proptest! {
+        #![proptest_config(proptest::prelude::ProptestConfig::with_cases(48))]
+
+        /// Whatever pieces a peer sends, in whatever order and size, the download never panics
+        /// and completes only with the body the descriptor names.
+        #[test]
+        fn any_piece_sequence_is_survived(
+            body_bytes in 0..(2 * SNAPSHOT_PIECE_BYTES + 3),
+            steps in proptest::collection::vec((0u32..4, 0u8..4, proptest::prelude::any::<bool>()), 0..12),
+        ) {
+            let held = Body::new(5, body(body_bytes));
+            let mut download = download(&held);
+            for (piece, size_choice, corrupt) in steps {
+                let mut bytes = held.piece(piece).map(|b| b.to_vec()).unwrap_or_default();
+                match size_choice {
+                    0 => {}
+                    1 => bytes.push(0),
+                    2 => bytes.truncate(bytes.len() / 2),
+                    _ => bytes.clear(),
+                }
+                if corrupt && let Some(first) = bytes.first_mut() {
+                    *first ^= 1;
+                }
+                let _ = download.requests(0);
+                if let Ok(Progress::Complete(done)) = download.accept(piece, bytes.into(), 0) {
+                    proptest::prop_assert!(held.descriptor.matches(&done));
+                }
+            }
+        }
+    }
+
     #[test]
     fn holds_keeps_the_newest_bodies() {
         let mut holds = Holds::default();
