@@ -796,11 +796,17 @@ impl Replica {
                 contract,
             },
         );
+        // Never the body Raft may hand back next (its pending snapshot), nor the new one.
+        let pending = self.node.raft.raft_log.unstable_snapshot().as_ref();
+        let pending_index = pending.map(|snapshot| snapshot.get_metadata().index);
         while self.staged.len() > 2 {
-            let oldest = self.staged.keys().copied().find(|staged| *staged != index);
-            if let Some(oldest) = oldest {
-                self.staged.remove(&oldest);
-            }
+            let oldest = self
+                .staged
+                .keys()
+                .copied()
+                .find(|staged| *staged != index && Some(*staged) != pending_index);
+            let Some(oldest) = oldest else { break };
+            self.staged.remove(&oldest);
         }
         let stepped = self.node.step(download.message);
         // Raft may not take it (a newer term, a fast-forward): then the body is of no use.
