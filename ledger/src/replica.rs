@@ -9,9 +9,13 @@
 //! Batching: submitted transactions wait in a bounded pool. When the pool holds a full block (by
 //! count or by encoded bytes, see the `limits` module) or its oldest transaction has waited a
 //! block interval, the replica batch-verifies the signatures, drops what fails, and proposes the
-//! rest as one Raft entry (followers' proposals are forwarded to the leader by raft-rs). Proposed transactions that do not commit within a retry interval
-//! (a lost forward, a leader change) are proposed again; a duplicate that commits twice is
-//! rejected the second time by its nonce.
+//! rest as one Raft entry (followers' proposals are forwarded to the leader by raft-rs).
+//!
+//! Order: transactions are proposed in submission order, so a member's nonces reach the chain
+//! in the order it signed them. A follower keeps at most one forwarded batch outstanding (the
+//! network may reorder or lose forwards); proposals that do not commit within a retry interval
+//! (a lost forward, a leader change) all go back to the front of the pool, in order, and are
+//! proposed again. A duplicate that commits twice is rejected the second time by its nonce.
 //!
 //! Applying: every replica batch-verifies the signatures of each block it applies, except those it
 //! verified itself when proposing, and runs the contracts. Messages go out before blocks are
@@ -537,11 +541,19 @@ impl Replica {
         if !(self.pool_holds_full_block() || waited || force) || self.leader().is_none() {
             return;
         }
+        // A follower forwards one batch at a time: forwarded proposals may arrive (or be lost and
+        // retried) out of order, and a later nonce applied first would make an earlier one stale.
+        if !self.is_leader() && !self.proposed.is_empty() {
+            return;
+        }
         while !self.pool.is_empty() {
             let take = self.next_block_len();
             let batch: Vec<Pooled> = self.pool.drain(..take).collect();
             self.pool_bytes -= batch.iter().map(|p| p.size_bytes).sum::<usize>();
             if !self.propose_batch(batch) {
+                break;
+            }
+            if !self.is_leader() && !self.proposed.is_empty() {
                 break;
             }
             if !self.pool_holds_full_block() && !force {
@@ -615,22 +627,39 @@ impl Replica {
 
     /// Puts proposals that did not commit in time back into the pool.
     fn requeue_stale(&mut self) {
+        // Forget order entries whose transaction committed or was proposed again since.
         while let Some(&(at, id)) = self.proposal_order.front() {
             match self.proposed.get(&id) {
-                // Committed, or proposed again since (a later entry of the order covers it).
-                None => {}
-                Some((proposed_at, _)) if *proposed_at != at => {}
-                Some(_) if self.now_ms.saturating_sub(at) < self.config.retry_after_ms => break,
-                Some(_) => {
-                    if let Some((_, pooled)) = self.proposed.remove(&id) {
-                        self.pool_bytes += pooled.size_bytes;
-                        self.pool.push_back(pooled);
-                        self.oldest_pooled_ms.get_or_insert(self.now_ms);
-                    }
+                Some((proposed_at, _)) if *proposed_at == at => break,
+                _ => {
+                    self.proposal_order.pop_front();
                 }
             }
-            self.proposal_order.pop_front();
         }
+        let Some(&(oldest_ms, _)) = self.proposal_order.front() else {
+            return;
+        };
+        if self.now_ms.saturating_sub(oldest_ms) < self.config.retry_after_ms {
+            return;
+        }
+        // Everything outstanding goes back to the front of the pool, in proposal order: a later
+        // nonce must never be proposed ahead of an earlier one it was submitted after.
+        let mut requeued = Vec::new();
+        for (at, id) in mem::take(&mut self.proposal_order) {
+            if self
+                .proposed
+                .get(&id)
+                .is_some_and(|(proposed_at, _)| *proposed_at == at)
+                && let Some((_, pooled)) = self.proposed.remove(&id)
+            {
+                requeued.push(pooled);
+            }
+        }
+        for pooled in requeued.into_iter().rev() {
+            self.pool_bytes += pooled.size_bytes;
+            self.pool.push_front(pooled);
+        }
+        self.oldest_pooled_ms = Some(self.now_ms);
     }
 
     /// Converts an outgoing Raft message; notes when a snapshot is offered, so a transfer that

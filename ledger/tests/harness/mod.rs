@@ -15,6 +15,7 @@ use ledger::{
     Block, Body, Genesis, Member, MemberId, Policy, RedbStore, Replica, ReplicaConfig, Role,
     Transaction, TxId, TxResult, WireMessage,
 };
+use rand::seq::SliceRandom;
 use rand::{RngExt, SeedableRng, rngs::StdRng};
 use redb::StorageBackend;
 use redb::backends::InMemoryBackend;
@@ -74,6 +75,9 @@ pub struct Cluster {
     pub corrupt_pieces: usize,
     /// Messages of these kinds are dropped in flight.
     pub drop_kinds: BTreeSet<&'static str>,
+    /// Deliver each round's messages in a seeded random order (the overlay gives no order
+    /// between messages).
+    pub reorder: bool,
 }
 
 pub fn default_config(id: u64) -> ReplicaConfig {
@@ -164,6 +168,7 @@ impl Cluster {
             sent_by_kind: BTreeMap::new(),
             corrupt_pieces: 0,
             drop_kinds: BTreeSet::new(),
+            reorder: false,
         };
         for id in cluster.ids() {
             cluster.start(id);
@@ -276,6 +281,9 @@ impl Cluster {
             }
             if self.bus.is_empty() {
                 return;
+            }
+            if self.reorder {
+                self.bus.make_contiguous().shuffle(&mut self.rng);
             }
             while let Some(message) = self.bus.pop_front() {
                 let link = (message.sender(), message.recipient());
