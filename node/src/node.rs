@@ -166,20 +166,21 @@ impl<T> Shared<T> {
         Ok(answer)
     }
 
-    /// Submits `bodies` one after another, each once the previous one is applied: Raft may
-    /// reorder proposals forwarded from a follower, and a later nonce applied first would make
-    /// the earlier one stale.
+    /// Submits `bodies` in order and waits until each is applied. They are enqueued at once: the
+    /// replica proposes a member's transactions in the order they were signed, so their nonces
+    /// apply in order. The first rejection is returned (the bodies after it are still ordered,
+    /// and fail on their own).
     pub(crate) async fn submit_applied_all(
         &self,
         bodies: Vec<Body>,
     ) -> Result<Vec<Receipt>, Error> {
-        let mut receipts = Vec::with_capacity(bodies.len());
+        let mut answers = Vec::with_capacity(bodies.len());
         for body in bodies {
-            let receipt = self
-                .enqueue(body)
-                .await?
-                .await
-                .map_err(|_| Error::Stopped)??;
+            answers.push(self.enqueue(body).await?);
+        }
+        let mut receipts = Vec::with_capacity(answers.len());
+        for answer in answers {
+            let receipt = answer.await.map_err(|_| Error::Stopped)??;
             if let TxResult::Rejected(rejection) = &receipt.result {
                 return Err(Error::Rejected(rejection.clone()));
             }
@@ -438,6 +439,7 @@ async fn run_ledger<T: Transport>(
     interval.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
     let mut waiters: BTreeMap<TxId, oneshot::Sender<Result<Receipt, Error>>> = BTreeMap::new();
     let mut next_nonce = 0u64;
+    let mut outbox = Outbox::default();
     shared.metrics.ledger_height.store(
         replica.state().height(),
         std::sync::atomic::Ordering::Relaxed,
@@ -481,13 +483,7 @@ async fn run_ledger<T: Transport>(
                 let Some(peer) = peers.get(message.recipient() as usize - 1).copied() else {
                     continue;
                 };
-                let transport = shared.transport.clone();
-                let bytes = message.encode();
-                tokio::spawn(async move {
-                    if let Err(error) = transport.send_message(peer, bytes).await {
-                        tracing::trace!(%peer, %error, "raft message not sent");
-                    }
-                });
+                outbox.send(&shared.transport, peer, message.encode());
             }
             for (id, error) in effects.refused {
                 if let Some(waiter) = waiters.remove(&id) {
@@ -517,6 +513,38 @@ async fn run_ledger<T: Transport>(
             if !more {
                 break;
             }
+        }
+    }
+}
+
+/// Ledger messages waiting to leave for one peer; beyond this they are dropped (Raft resends).
+const OUTBOX_QUEUE: usize = 1024;
+
+/// Ledger messages to one peer leave in the order the replica emitted them: one queue and one
+/// sending task per peer (a task per message would let them race), so a slow or unreachable peer
+/// holds up only its own queue.
+#[derive(Default)]
+struct Outbox {
+    queues: BTreeMap<PeerId, mpsc::Sender<Vec<u8>>>,
+}
+
+impl Outbox {
+    fn send<T: Transport>(&mut self, transport: &Arc<T>, peer: PeerId, bytes: Vec<u8>) {
+        let queue = self.queues.entry(peer).or_insert_with(|| {
+            let (queue, mut waiting) = mpsc::channel::<Vec<u8>>(OUTBOX_QUEUE);
+            let transport = transport.clone();
+            // Ends when the ledger task drops the outbox.
+            tokio::spawn(async move {
+                while let Some(bytes) = waiting.recv().await {
+                    if let Err(error) = transport.send_message(peer, bytes).await {
+                        tracing::trace!(%peer, %error, "ledger message not sent");
+                    }
+                }
+            });
+            queue
+        });
+        if queue.try_send(bytes).is_err() {
+            tracing::debug!(%peer, "ledger message queue full; message dropped");
         }
     }
 }
