@@ -350,6 +350,9 @@ pub(crate) fn dispatch(cli: Cli) -> anyhow::Result<()> {
                     status.peers_online,
                     status.files
                 );
+                if let Some(reason) = &status.ledger_error {
+                    println!("UNHEALTHY: the ledger is restarting after an error: {reason}");
+                }
                 Ok(())
             }
         }

@@ -83,6 +83,12 @@ pub enum Error {
     /// The node is shutting down.
     #[error("the node is stopping")]
     Stopped,
+    /// The ledger failed and is being reopened from its durable state; try again.
+    #[error("the ledger is restarting after an error ({reason}); try again")]
+    LedgerDown {
+        /// What failed.
+        reason: String,
+    },
     /// Bad input from a caller.
     #[error("{0}")]
     Invalid(String),

@@ -3,10 +3,15 @@
 //! share of — release the share re-sealed to the requester if the policy allows, deny otherwise.
 //!
 //! Level-triggered: after each block with a relevant transaction (and once at start) the task
-//! looks for duties not yet done, so a node that was down catches up on what it missed.
+//! works out its duties from the chain state, so a node that was down catches up on what it
+//! missed. A duty is done only when the chain shows it (this member's complaint or answer is
+//! applied), or, for a share that verifies, when the check passed. A duty that fails (the ledger
+//! restarting, a refused submission) is tried again with backoff; one failure does not hold up the
+//! other duties.
 
 use std::collections::BTreeSet;
 use std::sync::Arc;
+use std::time::Duration;
 
 use keyshare::{FileId, SealContext, SealedShare, open_share, reseal_share, verify};
 use ledger::{AccessRecord, Body, FileRecord, MemberId, RequestId, TxResult};
@@ -22,18 +27,43 @@ struct Duties {
     requests: Vec<(RequestId, AccessRecord, FileRecord)>,
 }
 
+/// Bounds of the wait before failed duties are tried again (doubling while they keep failing).
+const RETRY_MIN: Duration = Duration::from_millis(200);
+const RETRY_MAX: Duration = Duration::from_secs(30);
+
 pub(crate) async fn run<T: Transport>(shared: Arc<Shared<T>>, mut stopped: watch::Receiver<bool>) {
     let mut blocks = shared.blocks.subscribe();
-    let mut checked: BTreeSet<FileId> = BTreeSet::new();
-    let mut answered: BTreeSet<RequestId> = BTreeSet::new();
+    // Deposited shares that verified: nothing on chain records that, so it is kept here (and
+    // worked out again after a restart).
+    let mut verified: BTreeSet<FileId> = BTreeSet::new();
+    let mut retry = RETRY_MIN;
+    let mut retry_at: Option<tokio::time::Instant> = None;
     let mut due = true;
     loop {
-        if due && let Err(error) = perform(&shared, &mut checked, &mut answered).await {
-            tracing::warn!(%error, "holder duties failed; will retry on the next block");
+        if due {
+            retry_at = match perform(&shared, &mut verified).await {
+                Ok(()) => {
+                    retry = RETRY_MIN;
+                    None
+                }
+                Err((failed, error)) => {
+                    tracing::warn!(%error, failed, "holder duties failed; retrying in {retry:?}");
+                    let at = tokio::time::Instant::now() + retry;
+                    retry = (retry * 2).min(RETRY_MAX);
+                    Some(at)
+                }
+            };
         }
+        let retry_sleep = async {
+            match retry_at {
+                Some(at) => tokio::time::sleep_until(at).await,
+                None => std::future::pending().await,
+            }
+        };
         due = tokio::select! {
             biased;
             _ = stopped.changed() => return,
+            () = retry_sleep => true,
             block = blocks.recv() => match block {
                 Ok(block) => block.txs.iter().zip(&block.results).any(|(tx, result)| {
                     *result == TxResult::Applied
@@ -46,44 +76,57 @@ pub(crate) async fn run<T: Transport>(shared: Arc<Shared<T>>, mut stopped: watch
     }
 }
 
+/// Does every duty the chain shows as open; returns how many failed and the first error.
 async fn perform<T: Transport>(
     shared: &Arc<Shared<T>>,
-    checked: &mut BTreeSet<FileId>,
-    answered: &mut BTreeSet<RequestId>,
-) -> Result<(), Error> {
+    verified: &mut BTreeSet<FileId>,
+) -> Result<(), (usize, Error)> {
     let me = shared.me.id;
-    let skip_files = checked.clone();
-    let skip_requests = answered.clone();
+    let skip = verified.clone();
     let duties = shared
-        .query(move |replica| find_duties(replica.state(), &me, &skip_files, &skip_requests))
-        .await?;
+        .query(move |replica| find_duties(replica.state(), &me, &skip))
+        .await
+        .map_err(|error| (1, error))?;
+    let mut failures = Vec::new();
     for record in duties.deposits {
-        checked.insert(record.table.file_id);
-        check_deposit(shared, &record).await?;
+        match check_deposit(shared, &record).await {
+            Ok(Checked::Verified) => {
+                verified.insert(record.table.file_id);
+            }
+            // Done once applied: the chain shows the complaint from now on.
+            Ok(Checked::Complained) => {}
+            Err(error) => failures.push(error),
+        }
     }
     for (request_id, access, record) in duties.requests {
-        answered.insert(request_id);
-        answer(shared, request_id, &access, &record).await?;
+        if let Err(error) = answer(shared, request_id, &access, &record).await {
+            failures.push(error);
+        }
     }
-    Ok(())
+    let failed = failures.len();
+    match failures.into_iter().next() {
+        None => Ok(()),
+        Some(first) => Err((failed, first)),
+    }
 }
 
-fn find_duties(
-    state: &ledger::State,
-    me: &MemberId,
-    checked: &BTreeSet<FileId>,
-    answered: &BTreeSet<RequestId>,
-) -> Duties {
+/// The duties still open: deposits to this member not yet found good and not complained about,
+/// and access requests for its files it has not answered on chain.
+fn find_duties(state: &ledger::State, me: &MemberId, verified: &BTreeSet<FileId>) -> Duties {
     let deposits = state
         .files()
-        .filter(|file| !checked.contains(*file))
+        .filter(|file| !verified.contains(*file))
         .filter_map(|file| state.file(file))
-        .filter(|record| record.deposits.is_some() && record.share_index(me).is_some())
+        .filter(|record| {
+            record.deposits.is_some()
+                && record.share_index(me).is_some()
+                && !record.complaints.contains_key(me)
+        })
         .cloned()
         .collect();
     let requests = state
         .requests()
-        .filter(|(id, access)| !answered.contains(*id) && !access.answers.contains_key(me))
+        .filter(|(_, access)| !access.answers.contains_key(me))
         .filter_map(|(id, access)| {
             let record = state.file(&access.file)?;
             record.share_index(me)?;
@@ -94,9 +137,20 @@ fn find_duties(
     Duties { deposits, requests }
 }
 
+/// What checking a deposit came to.
+enum Checked {
+    /// The share verifies.
+    Verified,
+    /// It does not; the complaint is applied.
+    Complained,
+}
+
 /// Opens this member's deposited share and checks it against the commitments; complains on
 /// chain if it does not verify.
-async fn check_deposit<T: Transport>(shared: &Shared<T>, record: &FileRecord) -> Result<(), Error> {
+async fn check_deposit<T: Transport>(
+    shared: &Shared<T>,
+    record: &FileRecord,
+) -> Result<Checked, Error> {
     let me = shared.me.id;
     let file = record.table.file_id;
     let problem = match my_deposit(shared, record) {
@@ -107,16 +161,30 @@ async fn check_deposit<T: Transport>(shared: &Shared<T>, record: &FileRecord) ->
     };
     let Some(reason) = problem else {
         tracing::debug!(%file, "deposited share verifies");
-        return Ok(());
+        return Ok(Checked::Verified);
     };
     tracing::warn!(%file, %reason, "deposited share does not verify; filing a complaint");
     if record.complaints.contains_key(&me) {
-        return Ok(());
+        return Ok(Checked::Complained);
     }
-    shared
-        .submit_applied(Body::ShareComplaint { file, reason })
-        .await
-        .map(|_| ())
+    done_or_answered(
+        shared
+            .submit_applied(Body::ShareComplaint { file, reason })
+            .await,
+    )
+    .map(|()| Checked::Complained)
+}
+
+/// A submission's outcome for a duty: applied, or refused because the chain already has this
+/// member's answer (a retry of one that did land) — both mean done.
+fn done_or_answered(outcome: Result<crate::node::Receipt, Error>) -> Result<(), Error> {
+    match outcome {
+        Ok(_)
+        | Err(Error::Rejected(
+            ledger::Rejection::AlreadyAnswered { .. } | ledger::Rejection::AlreadyComplained { .. },
+        )) => Ok(()),
+        Err(error) => Err(error),
+    }
 }
 
 /// `holder`'s deposited share of `record` and the context it is sealed under.
@@ -190,5 +258,5 @@ async fn answer<T: Transport>(
             },
         }
     };
-    shared.submit_applied(body).await.map(|_| ())
+    done_or_answered(shared.submit_applied(body).await)
 }

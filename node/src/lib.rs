@@ -25,7 +25,7 @@ mod store;
 
 pub use error::Error;
 pub use metrics::Metrics;
-pub use node::{Clock, Node, NodeOptions, Receipt, Stores, system_clock};
+pub use node::{Clock, LedgerOpener, Node, NodeOptions, Receipt, Stores, system_clock};
 pub use ops::{ChainReport, Status};
 pub use private::{PrivateDb, RecordKey, SharedRecord};
 pub use recreate::{FetchReceipt, Progress, RequestReceipt};

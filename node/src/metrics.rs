@@ -19,6 +19,10 @@ pub struct Metrics {
     pub chunks_served: AtomicU64,
     /// Ciphertext bytes this node fetched.
     pub fetch_bytes: AtomicU64,
+    /// 1 while the ledger runs, 0 while it restarts after an error.
+    pub ledger_healthy: AtomicU64,
+    /// Times the ledger failed and was reopened.
+    pub ledger_restarts: AtomicU64,
     /// Last measured RTT per peer name, in microseconds.
     pub peer_rtt_us: Mutex<BTreeMap<String, u64>>,
 }
@@ -62,6 +66,18 @@ impl Metrics {
                 "counter",
                 "Ciphertext bytes fetched.",
                 &self.fetch_bytes,
+            ),
+            (
+                "blocktorrent_ledger_healthy",
+                "gauge",
+                "1 while the ledger runs, 0 while it restarts after an error.",
+                &self.ledger_healthy,
+            ),
+            (
+                "blocktorrent_ledger_restarts_total",
+                "counter",
+                "Times the ledger failed and was reopened from its durable state.",
+                &self.ledger_restarts,
             ),
         ];
         for (name, kind, help, value) in counters {

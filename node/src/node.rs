@@ -44,10 +44,16 @@ pub fn system_clock() -> Clock {
     })
 }
 
+/// Opens the ledger's database. Called at start and again whenever the ledger task restarts
+/// after an error, so it must reopen the same durable state (a file path, or a backend that
+/// outlives the database using it).
+pub type LedgerOpener =
+    Box<dyn FnMut() -> Result<ledger::RedbStore, ledger::StoreError> + Send + 'static>;
+
 /// Storage a node runs on; files in the binary, in-memory backends in tests and the simulator.
 pub struct Stores {
-    /// The ledger's database.
-    pub ledger: ledger::RedbStore,
+    /// Opens the ledger's database.
+    pub ledger: LedgerOpener,
     /// Chunks held for other members.
     pub chunks: overlay::ChunkStore,
     /// This member's private records.
@@ -60,9 +66,13 @@ impl Stores {
         std::fs::create_dir_all(data_dir).map_err(|error| Error::io(data_dir, error))?;
         let ledger_path = data_dir.join("ledger.redb");
         let chunks_path = data_dir.join("chunks.redb");
-        Ok(Self {
-            ledger: ledger::RedbStore::open_file(&ledger_path)
+        // Opened once here, so a bad file is reported at start; reopened by the opener later.
+        drop(
+            ledger::RedbStore::open_file(&ledger_path)
                 .map_err(|error| Error::config(&ledger_path, error))?,
+        );
+        Ok(Self {
+            ledger: Box::new(move || ledger::RedbStore::open_file(&ledger_path)),
             chunks: overlay::ChunkStore::open_file(&chunks_path, quota_bytes)
                 .map_err(|error| Error::config(&chunks_path, error))?,
             private: PrivateDb::open_file(&data_dir.join("private.redb"))?,
@@ -129,11 +139,34 @@ pub(crate) struct Shared<T> {
     pub(crate) ingest: Notify,
     /// Serialises sharing, so the ingest task and the API never share a record twice.
     pub(crate) store_lock: tokio::sync::Mutex<()>,
+    /// Why the ledger is down, while it restarts after an error.
+    pub(crate) ledger_error: Mutex<Option<String>>,
+    /// Hash of the last applied block, for `status` while the ledger is down.
+    pub(crate) last_head: Mutex<ledger::BlockHash>,
 }
 
 impl<T> Shared<T> {
     pub(crate) fn peer(entry: &MemberEntry) -> PeerId {
         PeerId::from_bytes(*entry.id.as_bytes())
+    }
+
+    /// Why the ledger is down, if it is.
+    pub(crate) fn ledger_error(&self) -> Option<String> {
+        self.ledger_error
+            .lock()
+            .unwrap_or_else(PoisonError::into_inner)
+            .clone()
+    }
+
+    fn set_ledger_error(&self, error: Option<String>) {
+        let healthy = u64::from(error.is_none());
+        self.metrics
+            .ledger_healthy
+            .store(healthy, std::sync::atomic::Ordering::Relaxed);
+        *self
+            .ledger_error
+            .lock()
+            .unwrap_or_else(PoisonError::into_inner) = error;
     }
 
     /// Runs `f` on the replica, in the ledger task.
@@ -301,10 +334,11 @@ impl<T: Transport> Node<T> {
             .position(|m| m.name == name)
             .ok_or_else(|| Error::Invalid(format!("{name} is not a member of the consortium")))?;
         let me = consortium.members[position].clone();
+        let mut opener = stores.ledger;
         let replica = Replica::open(
             consortium.genesis(),
             ReplicaConfig::new(position as u64 + 1),
-            stores.ledger,
+            opener().map_err(ledger::Error::from)?,
         )?;
         let metrics = Arc::new(Metrics::default());
         let chunks = Arc::new(stores.chunks);
@@ -331,10 +365,13 @@ impl<T: Transport> Node<T> {
             blocks,
             ingest: Notify::new(),
             store_lock: tokio::sync::Mutex::new(()),
+            ledger_error: Mutex::new(None),
+            last_head: Mutex::new(ledger::GENESIS_PREV_HASH),
         });
         let (stop, stopped) = watch::channel(false);
         let ledger_task = tokio::spawn(run_ledger(
             replica,
+            opener,
             shared.clone(),
             command_rx,
             message_rx,
@@ -393,6 +430,16 @@ impl<T: Transport> Node<T> {
             .await
     }
 
+    /// An access request and the answers to it so far, as this replica knows them.
+    pub async fn access_request(
+        &self,
+        request: RequestId,
+    ) -> Result<Option<ledger::AccessRecord>, Error> {
+        self.shared
+            .query(move |replica| replica.state().request(&request).cloned())
+            .await
+    }
+
     /// The Raft leader's id as this replica knows it.
     pub async fn leader_id(&self) -> Result<Option<u64>, Error> {
         self.shared.query(|replica| replica.leader()).await
@@ -425,29 +472,134 @@ fn raft_peers(consortium: &Consortium) -> Vec<PeerId> {
     consortium.members.iter().map(Shared::<()>::peer).collect()
 }
 
+/// Bounds of the wait between ledger restarts (doubling while reopening keeps failing).
+const RESTART_BACKOFF_MIN: Duration = Duration::from_millis(100);
+const RESTART_BACKOFF_MAX: Duration = Duration::from_secs(10);
+
+/// How one run of the replica ended.
+enum Served {
+    /// The node is stopping.
+    Stopped,
+    /// The replica failed (a storage error): it must be reopened from its durable state.
+    Failed(String),
+}
+
+/// The ledger task: serves the replica until the node stops. A replica that fails is logged,
+/// reported (`status`, `/metrics`) and reopened from its durable state with backoff; the
+/// submissions it interrupted fail with [`Error::LedgerDown`], so their callers can retry, and
+/// submissions made while it is down are refused the same way.
 async fn run_ledger<T: Transport>(
     mut replica: Replica,
+    mut opener: LedgerOpener,
     shared: Arc<Shared<T>>,
     mut commands: mpsc::Receiver<Command>,
     mut messages: mpsc::Receiver<(PeerId, Vec<u8>)>,
     tick: Duration,
     mut stopped: watch::Receiver<bool>,
 ) {
+    let mut outbox = Outbox::default();
+    shared.set_ledger_error(None);
+    loop {
+        let served = serve_ledger(
+            replica,
+            &shared,
+            &mut commands,
+            &mut messages,
+            &mut outbox,
+            tick,
+            &mut stopped,
+        )
+        .await;
+        let Served::Failed(reason) = served else {
+            return;
+        };
+        tracing::error!(%reason, "the ledger replica failed; reopening it from its durable state");
+        Metrics::add(&shared.metrics.ledger_restarts, 1);
+        shared.set_ledger_error(Some(reason));
+        let mut backoff = RESTART_BACKOFF_MIN;
+        replica = loop {
+            if !refuse_while_down(&shared, &mut commands, &mut messages, &mut stopped, backoff)
+                .await
+            {
+                return;
+            }
+            match reopen(&shared, &mut opener) {
+                Ok(replica) => break replica,
+                Err(error) => {
+                    tracing::error!(%error, "the ledger could not be reopened; trying again");
+                    shared.set_ledger_error(Some(error.to_string()));
+                    backoff = (backoff * 2).min(RESTART_BACKOFF_MAX);
+                }
+            }
+        };
+        tracing::info!("the ledger replica is back");
+        shared.set_ledger_error(None);
+    }
+}
+
+fn reopen<T>(shared: &Shared<T>, opener: &mut LedgerOpener) -> Result<Replica, Error> {
+    let id = raft_peers(&shared.consortium)
+        .iter()
+        .position(|peer| peer.as_bytes() == shared.me.id.as_bytes())
+        .map_or(0, |position| position as u64 + 1);
+    let store = opener().map_err(ledger::Error::from)?;
+    Ok(Replica::open(
+        shared.consortium.genesis(),
+        ReplicaConfig::new(id),
+        store,
+    )?)
+}
+
+/// Waits `delay` while the ledger is down, refusing submissions and queries and dropping Raft
+/// messages (peers resend). Returns false if the node is stopping.
+async fn refuse_while_down<T>(
+    shared: &Shared<T>,
+    commands: &mut mpsc::Receiver<Command>,
+    messages: &mut mpsc::Receiver<(PeerId, Vec<u8>)>,
+    stopped: &mut watch::Receiver<bool>,
+    delay: Duration,
+) -> bool {
+    let deadline = tokio::time::Instant::now() + delay;
+    loop {
+        tokio::select! {
+            biased;
+            _ = stopped.changed() => return false,
+            () = tokio::time::sleep_until(deadline) => return true,
+            Some(command) = commands.recv() => {
+                if let Command::Submit { reply, .. } = command {
+                    let reason = shared.ledger_error().unwrap_or_default();
+                    let _ = reply.send(Err(Error::LedgerDown { reason }));
+                }
+            }
+            Some(_) = messages.recv() => {}
+        }
+    }
+}
+
+/// Runs `replica` until the node stops or the replica fails.
+async fn serve_ledger<T: Transport>(
+    mut replica: Replica,
+    shared: &Arc<Shared<T>>,
+    commands: &mut mpsc::Receiver<Command>,
+    messages: &mut mpsc::Receiver<(PeerId, Vec<u8>)>,
+    outbox: &mut Outbox,
+    tick: Duration,
+    stopped: &mut watch::Receiver<bool>,
+) -> Served {
     let peers = raft_peers(&shared.consortium);
     let me = MemberId::from_bytes(*shared.me.id.as_bytes());
     let mut interval = tokio::time::interval(tick);
     interval.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
     let mut waiters: BTreeMap<TxId, oneshot::Sender<Result<Receipt, Error>>> = BTreeMap::new();
     let mut next_nonce = 0u64;
-    let mut outbox = Outbox::default();
     shared.metrics.ledger_height.store(
         replica.state().height(),
         std::sync::atomic::Ordering::Relaxed,
     );
-    'serve: loop {
+    loop {
         tokio::select! {
             biased;
-            _ = stopped.changed() => break,
+            _ = stopped.changed() => return Served::Stopped,
             Some((from, bytes)) = messages.recv() => deliver(&mut replica, &peers, from, &bytes),
             Some(command) = commands.recv() => match command {
                 Command::Submit { body, reply } => {
@@ -474,8 +626,12 @@ async fn run_ledger<T: Transport>(
             let effects = match replica.poll() {
                 Ok(effects) => effects,
                 Err(error) => {
-                    tracing::error!(%error, "the ledger replica failed; stopping it");
-                    break 'serve;
+                    let reason = error.to_string();
+                    for (_, waiter) in std::mem::take(&mut waiters) {
+                        let reason = reason.clone();
+                        let _ = waiter.send(Err(Error::LedgerDown { reason }));
+                    }
+                    return Served::Failed(reason);
                 }
             };
             let more = effects.more;
@@ -510,6 +666,10 @@ async fn run_ledger<T: Transport>(
                 Metrics::add(&metrics.tx_committed, block.txs.len() as u64);
                 let _ = shared.blocks.send(Arc::new(block));
             }
+            *shared
+                .last_head
+                .lock()
+                .unwrap_or_else(PoisonError::into_inner) = replica.state().head();
             if !more {
                 break;
             }

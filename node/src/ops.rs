@@ -24,6 +24,16 @@ pub struct Status {
     pub peers_online: usize,
     /// Files registered on the ledger.
     pub files: usize,
+    /// Whether the ledger runs (false while it restarts after an error).
+    #[serde(default = "healthy_by_default")]
+    pub healthy: bool,
+    /// Why the ledger is down, while it is.
+    #[serde(default)]
+    pub ledger_error: Option<String>,
+}
+
+fn healthy_by_default() -> bool {
+    true
 }
 
 /// What `chain verify` reports.
@@ -48,6 +58,29 @@ impl<T: Transport> Node<T> {
     /// The node's view of the consortium.
     pub async fn status(&self) -> Result<Status, Error> {
         let members = self.shared.consortium.members.clone();
+        if let Some(reason) = self.shared.ledger_error() {
+            // The replica is being reopened: answer from what is known without it.
+            let head_hash = *self
+                .shared
+                .last_head
+                .lock()
+                .unwrap_or_else(std::sync::PoisonError::into_inner);
+            let height = self
+                .shared
+                .metrics
+                .ledger_height
+                .load(std::sync::atomic::Ordering::Relaxed);
+            return Ok(Status {
+                member: self.shared.me.name.clone(),
+                height,
+                head_hash,
+                leader: None,
+                peers_online: self.shared.online_peers(Duration::from_secs(1)).await.len(),
+                files: 0,
+                healthy: false,
+                ledger_error: Some(reason),
+            });
+        }
         let (height, head_hash, leader, files) = self
             .shared
             .query(|replica| {
@@ -70,6 +103,8 @@ impl<T: Transport> Node<T> {
                 .map(|m| m.name.clone()),
             peers_online,
             files,
+            healthy: true,
+            ledger_error: None,
         })
     }
 
