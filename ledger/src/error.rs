@@ -62,7 +62,7 @@ pub enum SubmitError {
 pub enum StoreError {
     /// redb reported an error.
     #[error("redb: {0}")]
-    Redb(String),
+    Redb(#[source] redb::Error),
     /// Stored bytes did not decode: the database is corrupt or from another version.
     #[error("corrupt record in {table}: {reason}")]
     Corrupt {
@@ -77,14 +77,19 @@ macro_rules! redb_errors {
     ($($ty:ty),*) => {$(
         impl From<$ty> for StoreError {
             fn from(error: $ty) -> Self {
-                StoreError::Redb(error.to_string())
+                StoreError::Redb(redb::Error::from(error))
             }
         }
     )*};
 }
 
+impl From<redb::Error> for StoreError {
+    fn from(error: redb::Error) -> Self {
+        StoreError::Redb(error)
+    }
+}
+
 redb_errors!(
-    redb::Error,
     redb::DatabaseError,
     redb::TransactionError,
     redb::TableError,

@@ -39,9 +39,15 @@ pub enum Error {
     /// Key-share or chunk cryptography failed.
     #[error("crypto: {0}")]
     Crypto(#[from] keyshare::Error),
-    /// A local database failed.
-    #[error("database: {0}")]
-    Database(String),
+    /// The private database failed.
+    #[error("private database: {0}")]
+    Database(#[from] redb::Error),
+    /// A record in the private database does not decode.
+    #[error("corrupt record in the private database: {reason}")]
+    CorruptRecord {
+        /// Decoder message.
+        reason: String,
+    },
     /// No master table for this file id.
     #[error("file {file} is not on the ledger")]
     UnknownFile {
@@ -114,7 +120,7 @@ macro_rules! database_errors {
     ($($ty:ty),*) => {$(
         impl From<$ty> for Error {
             fn from(error: $ty) -> Self {
-                Error::Database(error.to_string())
+                Error::Database(redb::Error::from(error))
             }
         }
     )*};

@@ -110,7 +110,8 @@ impl PrivateDb {
 
     /// Marks a record shared.
     pub fn mark_shared(&self, key: &RecordKey, shared: &SharedRecord) -> Result<(), Error> {
-        let bytes = postcard::to_allocvec(shared).map_err(|e| Error::Database(e.to_string()))?;
+        let bytes = postcard::to_allocvec(shared)
+            .map_err(|e| Error::Invalid(format!("cannot encode a shared record: {e}")))?;
         let txn = self.db.begin_write()?;
         txn.open_table(SHARED)?
             .insert((key.stream.as_str(), key.seq), bytes.as_slice())?;
@@ -127,6 +128,8 @@ impl PrivateDb {
         };
         postcard::from_bytes(value.value())
             .map(Some)
-            .map_err(|e| Error::Database(format!("corrupt shared record: {e}")))
+            .map_err(|e| Error::CorruptRecord {
+                reason: format!("shared record: {e}"),
+            })
     }
 }

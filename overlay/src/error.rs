@@ -71,14 +71,14 @@ pub enum StoreError {
     },
     /// redb reported an error.
     #[error("chunk store: {0}")]
-    Redb(String),
+    Redb(#[source] redb::Error),
 }
 
 macro_rules! redb_errors {
     ($($ty:ty),*) => {$(
         impl From<$ty> for StoreError {
             fn from(error: $ty) -> Self {
-                StoreError::Redb(error.to_string())
+                StoreError::Redb(redb::Error::from(error))
             }
         }
     )*};

@@ -80,8 +80,8 @@ fn refusal(from: &PeerId, error: StoreError) -> RemoteError {
             tracing::error!(%hash, "stored chunk is corrupt; not serving it");
             RemoteError::Internal
         }
-        StoreError::Redb(reason) => {
-            tracing::error!(%from, %reason, "chunk store failed");
+        StoreError::Redb(error) => {
+            tracing::error!(%from, %error, "chunk store failed");
             RemoteError::Internal
         }
     }
