@@ -48,7 +48,7 @@ use crate::limits::{
 use crate::log_store::LogStore;
 use crate::member::Genesis;
 use crate::snapshot::{self, Body, Descriptor, Download, Holds, Progress};
-use crate::store::{HardStateRecord, Loaded, RedbStore, WriteBatch};
+use crate::store::{HardStateRecord, RedbStore, StoredReplica, WriteBatch};
 use crate::tx::{Transaction, TxId};
 use crate::wire::{Envelope, Transfer, WireEntry, WireMessage, WireSnapshot};
 
@@ -1001,7 +1001,7 @@ fn record(hard_state: &HardState) -> HardStateRecord {
 fn restore_log(
     log: &LogStore,
     genesis: &Genesis,
-    loaded: &Loaded,
+    loaded: &StoredReplica,
 ) -> Result<(State, Option<Body>), Error> {
     let mut core = log.write();
     let (voters, learners) = genesis.raft_membership();

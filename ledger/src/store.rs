@@ -76,7 +76,7 @@ impl WriteBatch {
 
 /// Everything a replica needs to restart.
 #[derive(Default)]
-pub(crate) struct Loaded {
+pub(crate) struct StoredReplica {
     pub(crate) hard_state: HardStateRecord,
     pub(crate) conf_state: Option<WireConfState>,
     pub(crate) snapshot: Option<WireSnapshot>,
@@ -120,13 +120,13 @@ impl RedbStore {
         Ok(Self { db, index })
     }
 
-    pub(crate) fn load(&self) -> Result<Loaded, StoreError> {
+    pub(crate) fn load(&self) -> Result<StoredReplica, StoreError> {
         let txn = self.db.begin_read()?;
         let meta = txn.open_table(META)?;
         let read_meta = |name: &'static str| -> Result<Option<Vec<u8>>, StoreError> {
             Ok(meta.get(name)?.map(|value| value.value().to_vec()))
         };
-        let mut loaded = Loaded::default();
+        let mut loaded = StoredReplica::default();
         if let Some(bytes) = read_meta(HARD_STATE)? {
             loaded.hard_state = decode("meta", &bytes)?;
         }

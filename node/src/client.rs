@@ -5,7 +5,7 @@ use std::time::Duration;
 
 use anyhow::{Context, anyhow};
 use node::api::ErrorBody;
-use node::config::Loaded;
+use node::config::LoadedConfig;
 use serde::Serialize;
 use serde::de::DeserializeOwned;
 
@@ -20,7 +20,7 @@ pub(crate) struct Client {
 impl Client {
     /// Reads the member's config and token.
     pub(crate) fn from_config(path: &std::path::Path, timeout: Duration) -> anyhow::Result<Self> {
-        let loaded = Loaded::load(path)?;
+        let loaded = LoadedConfig::load(path)?;
         let token = loaded.token()?;
         let agent = ureq::Agent::config_builder()
             .http_status_as_error(false)

@@ -180,7 +180,7 @@ fn default_quota() -> u64 {
 
 /// A loaded, resolved member configuration.
 #[derive(Clone, Debug)]
-pub struct Loaded {
+pub struct LoadedConfig {
     /// The config as written, with paths made absolute.
     pub config: NodeConfig,
     /// The consortium.
@@ -189,7 +189,7 @@ pub struct Loaded {
     pub path: PathBuf,
 }
 
-impl Loaded {
+impl LoadedConfig {
     /// Reads `node.toml`, resolves its paths and loads the genesis it names.
     pub fn load(path: &Path) -> Result<Self, Error> {
         let text = std::fs::read_to_string(path).map_err(|error| Error::io(path, error))?;

@@ -5,7 +5,7 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use anyhow::Context;
-use node::config::Loaded;
+use node::config::LoadedConfig;
 use node::{Node, NodeOptions, Stores};
 use overlay::{PeerId, QuicTransport};
 use rand::Rng;
@@ -15,14 +15,18 @@ use tokio::sync::Notify;
 const TICK: Duration = Duration::from_millis(50);
 
 pub(crate) fn run(config: &std::path::Path) -> anyhow::Result<()> {
-    let loaded = Loaded::load(config)?;
+    let loaded = LoadedConfig::load(config)?;
     let keys = loaded.keys()?;
     let token = loaded.token()?;
     let runtime = tokio::runtime::Runtime::new().context("starting the async runtime")?;
     runtime.block_on(serve(loaded, keys, token))
 }
 
-async fn serve(loaded: Loaded, keys: node::config::Keys, token: String) -> anyhow::Result<()> {
+async fn serve(
+    loaded: LoadedConfig,
+    keys: node::config::Keys,
+    token: String,
+) -> anyhow::Result<()> {
     let admin = tokio::net::TcpListener::bind(loaded.config.admin)
         .await
         .with_context(|| format!("cannot listen for the admin API on {}", loaded.config.admin))?;

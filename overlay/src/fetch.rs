@@ -14,7 +14,7 @@ use tokio::time::Instant;
 
 use crate::error::{FetchError, TransportError};
 use crate::peer::PeerId;
-use crate::scheduler::{ChunkSpec, Event, FetchScheduler, Outcome, RequestId, SchedulerConfig};
+use crate::scheduler::{AskId, ChunkSpec, Event, FetchScheduler, Outcome, SchedulerConfig};
 use crate::transport::Transport;
 use crate::wire::{Request, Response};
 
@@ -125,7 +125,7 @@ impl Verdict {
         }
     }
 
-    fn into_event(self, id: RequestId) -> (Event, Option<Vec<u8>>) {
+    fn into_event(self, id: AskId) -> (Event, Option<Vec<u8>>) {
         match self {
             Self::Good(bytes) => (Event::ChunkOk { id }, Some(bytes)),
             Self::Bad => (Event::ChunkBad { id }, None),

@@ -33,7 +33,7 @@ pub use fetch::{FetchReport, PushItem, PushReport, fetch, push};
 pub use peer::PeerId;
 pub use placement::place;
 pub use quic::QuicTransport;
-pub use scheduler::{ChunkSpec, Event, FetchScheduler, Outcome, RequestId, SchedulerConfig, Send};
+pub use scheduler::{AskId, ChunkAsk, ChunkSpec, Event, FetchScheduler, Outcome, SchedulerConfig};
 pub use service::{ChunkService, Handler, serve_message_stream, serve_request_stream};
 pub use store::{ChunkStore, MAX_STORED_CHUNK_BYTES};
 pub use transport::{MemoryNetwork, MemoryTransport, Transport};

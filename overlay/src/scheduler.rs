@@ -72,14 +72,15 @@ impl Default for SchedulerConfig {
     }
 }
 
-/// Identifies one request the scheduler asked for.
-pub type RequestId = u64;
+/// Identifies one ask the scheduler made (not a ledger request id).
+pub type AskId = u64;
 
-/// A request to send: ask `peer` for chunk `index` (hash `hash`).
+/// A chunk to ask for: ask `peer` for chunk `index` (hash `hash`). (Named so it does not
+/// shadow the `Send` trait.)
 #[derive(Clone, Debug, PartialEq, Eq)]
-pub struct Send {
+pub struct ChunkAsk {
     /// Report the answer under this id.
-    pub id: RequestId,
+    pub id: AskId,
     /// The chunk's index.
     pub index: u32,
     /// The chunk's hash.
@@ -94,27 +95,27 @@ pub enum Event {
     /// The chunk arrived and matched its hash.
     ChunkOk {
         /// The request.
-        id: RequestId,
+        id: AskId,
     },
     /// Bytes arrived that did not match the hash (or did not decode): the peer lies.
     ChunkBad {
         /// The request.
-        id: RequestId,
+        id: AskId,
     },
     /// The peer refused (does not hold the chunk, or failed internally).
     Refused {
         /// The request.
-        id: RequestId,
+        id: AskId,
     },
     /// No answer in time.
     Timeout {
         /// The request.
-        id: RequestId,
+        id: AskId,
     },
     /// The peer could not be reached at all.
     PeerUnreachable {
         /// The request.
-        id: RequestId,
+        id: AskId,
     },
 }
 
@@ -153,7 +154,7 @@ struct ChunkState {
     done: bool,
     /// Owners not to ask (again) for this chunk: outstanding, refused it, or served it.
     tried: BTreeSet<PeerId>,
-    outstanding: Vec<RequestId>,
+    outstanding: Vec<AskId>,
     requests_sent: u32,
     failed_requests: u32,
 }
@@ -177,8 +178,8 @@ pub struct FetchScheduler {
     chunks: Vec<ChunkSpec>,
     state: Vec<ChunkState>,
     peers: BTreeMap<PeerId, PeerState>,
-    in_flight: BTreeMap<RequestId, InFlight>,
-    next_id: RequestId,
+    in_flight: BTreeMap<AskId, InFlight>,
+    next_id: AskId,
     remaining: usize,
     /// Index of the lowest chunk that may still need a first request.
     cursor: usize,
@@ -225,7 +226,7 @@ impl FetchScheduler {
     }
 
     /// Requests to send now. Call after every event and at start.
-    pub fn poll_sends(&mut self, now_ms: u64) -> Vec<Send> {
+    pub fn poll_sends(&mut self, now_ms: u64) -> Vec<ChunkAsk> {
         let mut sends = Vec::new();
         self.first_requests(now_ms, &mut sends);
         if self.remaining <= self.config.endgame_chunks && self.all_unfinished_in_flight() {
@@ -234,7 +235,7 @@ impl FetchScheduler {
         sends
     }
 
-    fn first_requests(&mut self, now_ms: u64, sends: &mut Vec<Send>) {
+    fn first_requests(&mut self, now_ms: u64, sends: &mut Vec<ChunkAsk>) {
         while self.cursor < self.chunks.len() && self.state[self.cursor].done {
             self.cursor += 1;
         }
@@ -259,7 +260,7 @@ impl FetchScheduler {
     }
 
     /// Duplicates single-copy requests, oldest first, while capacity remains.
-    fn endgame_requests(&mut self, now_ms: u64, sends: &mut Vec<Send>) {
+    fn endgame_requests(&mut self, now_ms: u64, sends: &mut Vec<ChunkAsk>) {
         let mut candidates: Vec<(u64, usize)> = self
             .in_flight
             .values()
@@ -303,7 +304,7 @@ impl FetchScheduler {
         best.map(|(_, peer)| peer)
     }
 
-    fn send(&mut self, chunk: usize, peer: PeerId, now_ms: u64) -> Send {
+    fn send(&mut self, chunk: usize, peer: PeerId, now_ms: u64) -> ChunkAsk {
         let id = self.next_id;
         self.next_id += 1;
         let queue_depth = self.peers.get_mut(&peer).map_or(1, |state| {
@@ -323,7 +324,7 @@ impl FetchScheduler {
                 queue_depth,
             },
         );
-        Send {
+        ChunkAsk {
             id,
             index: self.chunks[chunk].index,
             hash: self.chunks[chunk].hash,
@@ -494,11 +495,11 @@ mod tests {
     /// Returns the outcome and the number of requests each peer received.
     fn drive(
         scheduler: &mut FetchScheduler,
-        reply: impl Fn(PeerId, RequestId) -> Event,
+        reply: impl Fn(PeerId, AskId) -> Event,
         delay_ms: impl Fn(PeerId) -> u64,
     ) -> (Result<Outcome, FetchError>, BTreeMap<PeerId, u32>) {
         let mut now = 0;
-        let mut pending: BTreeMap<(u64, RequestId), PeerId> = BTreeMap::new();
+        let mut pending: BTreeMap<(u64, AskId), PeerId> = BTreeMap::new();
         let mut asked = BTreeMap::new();
         for _ in 0..100_000 {
             for send in scheduler.poll_sends(now) {
