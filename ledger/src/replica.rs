@@ -220,6 +220,8 @@ pub struct Replica {
     staged: BTreeMap<u64, Staged>,
     /// Leader: when each follower last showed life in a snapshot transfer.
     transfer_activity_ms: BTreeMap<u64, u64>,
+    /// Term and leadership when last looked at (see `watch_role`).
+    role: (u64, bool),
 }
 
 impl Replica {
@@ -259,6 +261,7 @@ impl Replica {
             download: None,
             staged: BTreeMap::new(),
             transfer_activity_ms: BTreeMap::new(),
+            role: (0, false),
         };
         replica.replay_stored_blocks(applied_index)?;
         Ok(replica)
@@ -397,6 +400,7 @@ impl Replica {
             }
             self.handle_ready()?;
         }
+        self.watch_role();
         if self.pending_effects.messages.is_empty() {
             self.apply_unapplied()?;
             self.maybe_snapshot()?;
@@ -533,6 +537,7 @@ impl Replica {
     }
 
     fn propose_due(&mut self, force: bool) {
+        self.watch_role();
         let Some(oldest) = self.oldest_pooled_ms else {
             return;
         };
@@ -636,14 +641,34 @@ impl Replica {
                 }
             }
         }
+        // A leader's own proposals are in its log and commit unless it loses the lead, which
+        // `watch_role` handles; only forwarded ones can be lost silently.
+        if self.is_leader() {
+            return;
+        }
         let Some(&(oldest_ms, _)) = self.proposal_order.front() else {
             return;
         };
-        if self.now_ms.saturating_sub(oldest_ms) < self.config.retry_after_ms {
-            return;
+        if self.now_ms.saturating_sub(oldest_ms) >= self.config.retry_after_ms {
+            self.requeue_outstanding();
         }
-        // Everything outstanding goes back to the front of the pool, in proposal order: a later
-        // nonce must never be proposed ahead of an earlier one it was submitted after.
+    }
+
+    /// On a change of term or role, whatever this replica proposed may be lost (or may still
+    /// commit through the new leader): put it all back in front of the pool at once, so nothing
+    /// proposed after the change can overtake it. A copy that commits twice is rejected the
+    /// second time by its nonce.
+    fn watch_role(&mut self) {
+        let role = (self.node.raft.term, self.is_leader());
+        if role != self.role {
+            self.role = role;
+            self.requeue_outstanding();
+        }
+    }
+
+    /// Everything outstanding goes back to the front of the pool, in proposal order: a later
+    /// nonce must never be proposed ahead of an earlier one it was submitted after.
+    fn requeue_outstanding(&mut self) {
         let mut requeued = Vec::new();
         for (at, id) in mem::take(&mut self.proposal_order) {
             if self
@@ -654,6 +679,9 @@ impl Replica {
             {
                 requeued.push(pooled);
             }
+        }
+        if requeued.is_empty() {
+            return;
         }
         for pooled in requeued.into_iter().rev() {
             self.pool_bytes += pooled.size_bytes;

@@ -246,3 +246,52 @@ fn a_followers_submissions_apply_in_nonce_order_across_reordering_and_leader_cha
     }
     assert_eq!(cluster.replica(1).state().requests().count(), ids.len());
 }
+
+#[test]
+fn a_follower_elected_with_a_forward_outstanding_keeps_its_nonces_in_order() {
+    let mut cluster = Cluster::new(5, 5, SEED);
+    let leader = cluster.elect();
+    let file = register_file(&mut cluster, leader, 1, &[2, 3, 4], 2).file_id;
+    let via = if leader == 5 { 4 } else { 5 };
+    let others: Vec<u64> = (1..=5).filter(|id| *id != leader && *id != via).collect();
+    // A batch forwarded to the leader, lost with it...
+    let lost: Vec<_> = (0..10)
+        .map(|i| {
+            let tx = request(&mut cluster, 5, file, i);
+            cluster.replica_mut(via).submit(tx).unwrap()
+        })
+        .collect();
+    cluster.replica_mut(via).flush();
+    cluster.isolate(leader);
+    // ...and `via` elected: the other followers reach only `via`, so only it can gather votes.
+    for (i, a) in others.iter().enumerate() {
+        for b in &others[i + 1..] {
+            cluster.cut(*a, *b);
+        }
+    }
+    cluster.run_until(1_000, |c| c.leader() == Some(via));
+    cluster.recover();
+    cluster.isolate(leader);
+    // Newer transactions, submitted to `via` as leader, must not overtake the lost batch.
+    let newer: Vec<_> = (10..20)
+        .map(|i| {
+            let tx = request(&mut cluster, 5, file, i);
+            cluster.replica_mut(via).submit(tx).unwrap()
+        })
+        .collect();
+    cluster.run_until(1_000, |c| {
+        lost.iter()
+            .chain(&newer)
+            .all(|id| c.acknowledged.contains_key(id))
+    });
+    cluster.recover();
+    let chain = cluster.chain(via);
+    for id in lost.iter().chain(&newer) {
+        let first_result = chain
+            .iter()
+            .flat_map(|b| b.txs.iter().zip(&b.results))
+            .find(|(tx, _)| tx.id() == *id)
+            .map(|(_, result)| result.clone());
+        assert_eq!(first_result, Some(TxResult::Applied), "tx {id}");
+    }
+}
