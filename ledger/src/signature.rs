@@ -134,35 +134,56 @@ fn verify_prepared(key: &PublicKey, prepared: &Prepared) -> bool {
 }
 
 /// One verdict per item, each equal to [`verify_one`] of that item: one batch equation, and on
-/// failure the halves again, down to single checks, so a few bad signatures in a large batch
-/// (a member who sends forgeries on purpose) cost a few batches, not one check per signature.
+/// failure the halves again, so a few bad signatures in a large batch cost a few batches, not one
+/// check per signature. Where both halves of a failed range fail too, the bad signatures are
+/// many, and that range is settled one by one at once (bisecting further would cost more).
 pub(crate) fn verify_each(items: &[Item<'_>]) -> Vec<bool> {
     let prepared: Vec<Option<Prepared>> = items.iter().map(prepare).collect();
     let mut verdicts = vec![false; items.len()];
-    verify_range(items, &prepared, &mut verdicts);
+    if holds(items, &prepared) {
+        verdicts.fill(true);
+    } else {
+        settle_failed(items, &prepared, &mut verdicts);
+    }
     verdicts
 }
 
 /// Below this many items a failed batch is settled one signature at a time.
 const SINGLE_CHECKS_BELOW: usize = 8;
 
-fn verify_range(items: &[Item<'_>], prepared: &[Option<Prepared>], verdicts: &mut [bool]) {
-    if prepared.iter().all(Option::is_some) && batch_holds(items, prepared) {
-        verdicts.fill(true);
-        return;
-    }
-    if items.len() < SINGLE_CHECKS_BELOW {
+/// Whether every item is well formed and the batch equation holds for them.
+fn holds(items: &[Item<'_>], prepared: &[Option<Prepared>]) -> bool {
+    prepared.iter().all(Option::is_some) && batch_holds(items, prepared)
+}
+
+/// Verdicts for a range whose batch failed.
+fn settle_failed(items: &[Item<'_>], prepared: &[Option<Prepared>], verdicts: &mut [bool]) {
+    let half = items.len() / 2;
+    let halves_hold = (items.len() >= SINGLE_CHECKS_BELOW).then(|| {
+        (
+            holds(&items[..half], &prepared[..half]),
+            holds(&items[half..], &prepared[half..]),
+        )
+    });
+    let Some((left_holds, right_holds)) = halves_hold.filter(|(l, r)| *l || *r) else {
         for ((item, prepared), verdict) in items.iter().zip(prepared).zip(verdicts) {
             *verdict = prepared
                 .as_ref()
                 .is_some_and(|prepared| verify_prepared(item.key, prepared));
         }
         return;
-    }
-    let half = items.len() / 2;
+    };
     let (verdicts_left, verdicts_right) = verdicts.split_at_mut(half);
-    verify_range(&items[..half], &prepared[..half], verdicts_left);
-    verify_range(&items[half..], &prepared[half..], verdicts_right);
+    if left_holds {
+        verdicts_left.fill(true);
+    } else {
+        settle_failed(&items[..half], &prepared[..half], verdicts_left);
+    }
+    if right_holds {
+        verdicts_right.fill(true);
+    } else {
+        settle_failed(&items[half..], &prepared[half..], verdicts_right);
+    }
 }
 
 /// The cofactored batch equation over every item (all prepared).

@@ -89,8 +89,12 @@ pub enum Error {
     /// The node is shutting down.
     #[error("the node is stopping")]
     Stopped,
-    /// The ledger failed and is being reopened from its durable state; try again.
-    #[error("the ledger is restarting after an error ({reason}); try again")]
+    /// The ledger failed and is being reopened from its durable state. A transaction submitted
+    /// before the failure may still be applied: check before submitting it again.
+    #[error(
+        "the ledger is restarting after an error ({reason}); a transaction already submitted may \
+         still be applied"
+    )]
     LedgerDown {
         /// What failed.
         reason: String,

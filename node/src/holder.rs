@@ -64,6 +64,10 @@ pub(crate) async fn run<T: Transport>(shared: Arc<Shared<T>>, mut stopped: watch
             biased;
             _ = stopped.changed() => return,
             () = retry_sleep => true,
+            () = shared.ledger_recovered.notified() => {
+                retry = RETRY_MIN;
+                true
+            }
             block = blocks.recv() => match block {
                 Ok(block) => block.txs.iter().zip(&block.results).any(|(tx, result)| {
                     *result == TxResult::Applied

@@ -143,6 +143,8 @@ pub(crate) struct Shared<T> {
     pub(crate) ledger_error: Mutex<Option<String>>,
     /// Hash of the last applied block, for `status` while the ledger is down.
     pub(crate) last_head: Mutex<ledger::BlockHash>,
+    /// Woken when the ledger is back after a failure.
+    pub(crate) ledger_recovered: Notify,
 }
 
 impl<T> Shared<T> {
@@ -178,11 +180,16 @@ impl<T> Shared<T> {
         let query: Query = Box::new(move |replica| {
             let _ = reply.send(f(replica));
         });
+        let down = || match self.ledger_error() {
+            Some(reason) => Error::LedgerDown { reason },
+            None => Error::Stopped,
+        };
         self.commands
             .send(Command::Query(query))
             .await
             .map_err(|_| Error::Stopped)?;
-        answer.await.map_err(|_| Error::Stopped)
+        // A query the ledger task dropped because the replica failed says why.
+        answer.await.map_err(|_| down())
     }
 
     /// Signs and submits `body`; the receiver resolves when its block is applied here.
@@ -367,7 +374,9 @@ impl<T: Transport> Node<T> {
             store_lock: tokio::sync::Mutex::new(()),
             ledger_error: Mutex::new(None),
             last_head: Mutex::new(ledger::GENESIS_PREV_HASH),
+            ledger_recovered: Notify::new(),
         });
+        shared.set_ledger_error(None);
         let (stop, stopped) = watch::channel(false);
         let ledger_task = tokio::spawn(run_ledger(
             replica,
@@ -475,6 +484,8 @@ fn raft_peers(consortium: &Consortium) -> Vec<PeerId> {
 /// Bounds of the wait between ledger restarts (doubling while reopening keeps failing).
 const RESTART_BACKOFF_MIN: Duration = Duration::from_millis(100);
 const RESTART_BACKOFF_MAX: Duration = Duration::from_secs(10);
+/// A ledger that served this long before failing starts its backoff afresh.
+const HEALTHY_STRETCH: Duration = Duration::from_secs(30);
 
 /// How one run of the replica ended.
 enum Served {
@@ -498,14 +509,20 @@ async fn run_ledger<T: Transport>(
     mut stopped: watch::Receiver<bool>,
 ) {
     let mut outbox = Outbox::default();
+    // Never goes down across restarts: transactions signed before a failure may still commit,
+    // and a nonce must not be signed twice for different bodies.
+    let mut next_nonce = 0u64;
+    let mut backoff = RESTART_BACKOFF_MIN;
     shared.set_ledger_error(None);
     loop {
+        let started = tokio::time::Instant::now();
         let served = serve_ledger(
             replica,
             &shared,
             &mut commands,
             &mut messages,
             &mut outbox,
+            &mut next_nonce,
             tick,
             &mut stopped,
         )
@@ -516,7 +533,12 @@ async fn run_ledger<T: Transport>(
         tracing::error!(%reason, "the ledger replica failed; reopening it from its durable state");
         Metrics::add(&shared.metrics.ledger_restarts, 1);
         shared.set_ledger_error(Some(reason));
-        let mut backoff = RESTART_BACKOFF_MIN;
+        // A ledger that fails again soon after reopening waits longer each time.
+        backoff = if started.elapsed() >= HEALTHY_STRETCH {
+            RESTART_BACKOFF_MIN
+        } else {
+            (backoff * 2).min(RESTART_BACKOFF_MAX)
+        };
         replica = loop {
             if !refuse_while_down(&shared, &mut commands, &mut messages, &mut stopped, backoff)
                 .await
@@ -534,6 +556,8 @@ async fn run_ledger<T: Transport>(
         };
         tracing::info!("the ledger replica is back");
         shared.set_ledger_error(None);
+        // Duties that failed while it was down can be tried now.
+        shared.ledger_recovered.notify_waiters();
     }
 }
 
@@ -577,12 +601,14 @@ async fn refuse_while_down<T>(
 }
 
 /// Runs `replica` until the node stops or the replica fails.
+#[allow(clippy::too_many_arguments)]
 async fn serve_ledger<T: Transport>(
     mut replica: Replica,
     shared: &Arc<Shared<T>>,
     commands: &mut mpsc::Receiver<Command>,
     messages: &mut mpsc::Receiver<(PeerId, Vec<u8>)>,
     outbox: &mut Outbox,
+    next_nonce: &mut u64,
     tick: Duration,
     stopped: &mut watch::Receiver<bool>,
 ) -> Served {
@@ -591,11 +617,14 @@ async fn serve_ledger<T: Transport>(
     let mut interval = tokio::time::interval(tick);
     interval.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
     let mut waiters: BTreeMap<TxId, oneshot::Sender<Result<Receipt, Error>>> = BTreeMap::new();
-    let mut next_nonce = 0u64;
     shared.metrics.ledger_height.store(
         replica.state().height(),
         std::sync::atomic::Ordering::Relaxed,
     );
+    *shared
+        .last_head
+        .lock()
+        .unwrap_or_else(PoisonError::into_inner) = replica.state().head();
     loop {
         tokio::select! {
             biased;
@@ -603,12 +632,12 @@ async fn serve_ledger<T: Transport>(
             Some((from, bytes)) = messages.recv() => deliver(&mut replica, &peers, from, &bytes),
             Some(command) = commands.recv() => match command {
                 Command::Submit { body, reply } => {
-                    next_nonce = next_nonce.max(replica.state().nonce(&me) + 1);
+                    *next_nonce = (*next_nonce).max(replica.state().nonce(&me) + 1);
                     let chain_id = &replica.state().genesis().chain_id;
-                    let tx = Transaction::sign(&shared.signing, chain_id, next_nonce, body);
+                    let tx = Transaction::sign(&shared.signing, chain_id, *next_nonce, body);
                     match replica.submit(tx) {
                         Ok(id) => {
-                            next_nonce += 1;
+                            *next_nonce += 1;
                             waiters.insert(id, reply);
                             replica.flush();
                         }
@@ -680,9 +709,10 @@ async fn serve_ledger<T: Transport>(
 /// Ledger messages waiting to leave for one peer; beyond this they are dropped (Raft resends).
 const OUTBOX_QUEUE: usize = 1024;
 
-/// Ledger messages to one peer leave in the order the replica emitted them: one queue and one
+/// Ledger messages to one peer are sent in the order the replica emitted them: one queue and one
 /// sending task per peer (a task per message would let them race), so a slow or unreachable peer
-/// holds up only its own queue.
+/// holds up only its own queue. The transport may still deliver them out of order (each message
+/// travels on its own stream); the replica does not rely on arrival order.
 #[derive(Default)]
 struct Outbox {
     queues: BTreeMap<PeerId, mpsc::Sender<Vec<u8>>>,

@@ -22,7 +22,7 @@ pub struct Status {
     pub leader: Option<String>,
     /// Other members that answered a ping.
     pub peers_online: usize,
-    /// Files registered on the ledger.
+    /// Files registered on the ledger (0 while the ledger is down: unknown).
     pub files: usize,
     /// Whether the ledger runs (false while it restarts after an error).
     #[serde(default = "healthy_by_default")]
@@ -58,44 +58,54 @@ impl<T: Transport> Node<T> {
     /// The node's view of the consortium.
     pub async fn status(&self) -> Result<Status, Error> {
         let members = self.shared.consortium.members.clone();
-        if let Some(reason) = self.shared.ledger_error() {
-            // The replica is being reopened: answer from what is known without it.
-            let head_hash = *self
-                .shared
-                .last_head
-                .lock()
-                .unwrap_or_else(std::sync::PoisonError::into_inner);
-            let height = self
-                .shared
-                .metrics
-                .ledger_height
-                .load(std::sync::atomic::Ordering::Relaxed);
-            return Ok(Status {
-                member: self.shared.me.name.clone(),
-                height,
-                head_hash,
-                leader: None,
-                peers_online: self.shared.online_peers(Duration::from_secs(1)).await.len(),
-                files: 0,
-                healthy: false,
-                ledger_error: Some(reason),
-            });
-        }
-        let (height, head_hash, leader, files) = self
-            .shared
-            .query(|replica| {
-                let state = replica.state();
-                (
-                    state.height(),
-                    state.head(),
-                    replica.leader(),
-                    state.files().count(),
-                )
-            })
-            .await?;
+        let queried = match self.shared.ledger_error() {
+            Some(reason) => Err(Error::LedgerDown { reason }),
+            None => {
+                self.shared
+                    .query(|replica| {
+                        let state = replica.state();
+                        (
+                            state.height(),
+                            state.head(),
+                            replica.leader(),
+                            state.files().count(),
+                        )
+                    })
+                    .await
+            }
+        };
         let peers_online = self.shared.online_peers(Duration::from_secs(1)).await.len();
+        let member = self.shared.me.name.clone();
+        let (height, head_hash, leader, files) = match queried {
+            Ok(answer) => answer,
+            // The replica is being reopened: answer from what is known without it (the last
+            // applied height and head; leader and file count unknown).
+            Err(Error::LedgerDown { reason }) => {
+                let head_hash = *self
+                    .shared
+                    .last_head
+                    .lock()
+                    .unwrap_or_else(std::sync::PoisonError::into_inner);
+                let height = self
+                    .shared
+                    .metrics
+                    .ledger_height
+                    .load(std::sync::atomic::Ordering::Relaxed);
+                return Ok(Status {
+                    member,
+                    height,
+                    head_hash,
+                    leader: None,
+                    peers_online,
+                    files: 0,
+                    healthy: false,
+                    ledger_error: Some(reason),
+                });
+            }
+            Err(error) => return Err(error),
+        };
         Ok(Status {
-            member: self.shared.me.name.clone(),
+            member,
             height,
             head_hash,
             leader: leader

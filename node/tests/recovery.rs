@@ -167,7 +167,10 @@ async fn a_ledger_storage_error_is_reported_and_the_ledger_recovers() {
         .node
         .request(stored.file_id, "while down".into())
         .await;
-    assert!(refused.is_err());
+    assert!(
+        matches!(refused, Err(node::Error::LedgerDown { .. })),
+        "{refused:?}"
+    );
 
     // The disk heals: the ledger reopens from what it made durable and catches up; the holder
     // works out from the chain that it has not answered the request and releases its share.
