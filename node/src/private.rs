@@ -13,6 +13,9 @@ use crate::error::Error;
 
 const RECORDS: TableDefinition<(&str, u64), &[u8]> = TableDefinition::new("records");
 const SHARED: TableDefinition<(&str, u64), &[u8]> = TableDefinition::new("shared");
+/// Records a caller shares itself (`Node::store`): the ingest task never shares them, so a store
+/// that failed is not retried behind the caller's back.
+const CLAIMED: TableDefinition<(&str, u64), ()> = TableDefinition::new("claimed");
 
 /// Where a record lives: its stream (e.g. `files`, `sensor/truck-7`) and sequence number.
 #[derive(Clone, Debug, PartialEq, Eq, PartialOrd, Ord, Hash)]
@@ -56,12 +59,23 @@ impl PrivateDb {
         let txn = db.begin_write()?;
         txn.open_table(RECORDS)?;
         txn.open_table(SHARED)?;
+        txn.open_table(CLAIMED)?;
         txn.commit()?;
         Ok(Self { db })
     }
 
-    /// Appends a record to `stream`, durably; returns its key.
+    /// Appends a record to `stream`, durably; returns its key. The ingest task shares it.
     pub fn append(&self, stream: &str, bytes: &[u8]) -> Result<RecordKey, Error> {
+        self.append_as(stream, bytes, false)
+    }
+
+    /// Appends a record its caller will share itself (in the same transaction, so the ingest
+    /// task never sees it unclaimed).
+    pub fn append_claimed(&self, stream: &str, bytes: &[u8]) -> Result<RecordKey, Error> {
+        self.append_as(stream, bytes, true)
+    }
+
+    fn append_as(&self, stream: &str, bytes: &[u8], claimed: bool) -> Result<RecordKey, Error> {
         let txn = self.db.begin_write()?;
         let seq = {
             let mut records = txn.open_table(RECORDS)?;
@@ -71,6 +85,9 @@ impl PrivateDb {
                 .transpose()?
                 .map_or(0, |(key, _)| key.value().1);
             records.insert((stream, last + 1), bytes)?;
+            if claimed {
+                txn.open_table(CLAIMED)?.insert((stream, last + 1), ())?;
+            }
             last + 1
         };
         txn.commit()?;
@@ -89,16 +106,18 @@ impl PrivateDb {
             .map(|value| value.value().to_vec()))
     }
 
-    /// Records not yet shared, oldest first per stream.
+    /// Records for the ingest task: not yet shared and not claimed by a caller, oldest first per
+    /// stream.
     pub fn unshared(&self) -> Result<Vec<RecordKey>, Error> {
         let txn = self.db.begin_read()?;
         let records = txn.open_table(RECORDS)?;
         let shared = txn.open_table(SHARED)?;
+        let claimed = txn.open_table(CLAIMED)?;
         let mut out = Vec::new();
         for item in records.iter()? {
             let (key, _) = item?;
             let (stream, seq) = key.value();
-            if shared.get((stream, seq))?.is_none() {
+            if shared.get((stream, seq))?.is_none() && claimed.get((stream, seq))?.is_none() {
                 out.push(RecordKey {
                     stream: stream.to_owned(),
                     seq,

@@ -53,9 +53,11 @@ impl From<SharedRecord> for StoreReceipt {
 
 impl<T: Transport> Node<T> {
     /// Writes `bytes` to the private database as a new record and shares it; returns once the
-    /// master table and the shares are on the ledger.
+    /// master table and the shares are on the ledger. If sharing fails the error is the caller's
+    /// to act on: the record is not shared later behind its back (a second `store` of the same
+    /// bytes would otherwise make two files).
     pub async fn store(&self, bytes: Vec<u8>) -> Result<StoreReceipt, Error> {
-        let key = self.shared.private.append(FILES_STREAM, &bytes)?;
+        let key = self.shared.private.append_claimed(FILES_STREAM, &bytes)?;
         drop(bytes);
         share_record(&self.shared, &key).await
     }
@@ -151,13 +153,8 @@ async fn share_bytes<T: Transport>(
         consortium.replication,
     )
     .map_err(|error| Error::Invalid(format!("cannot store {size_bytes} bytes: {error}")))?;
-    let key = secret.derive_key();
-    // Encryption and hashing are the CPU-heavy part: off the async workers.
-    let encrypted =
-        tokio::task::spawn_blocking(move || encrypt_file(&key, file_id, layout, &plaintext))
-            .await
-            .map_err(|_| Error::Stopped)??;
-
+    // Placement over the members online now, before any byte is encrypted: too few owners
+    // fails here, cheaply.
     let online: Vec<PeerId> = shared
         .online_peers(PING_TIMEOUT)
         .await
@@ -173,6 +170,12 @@ async fn share_bytes<T: Transport>(
         consortium.replication as usize,
     )
     .map_err(overlay::Error::from)?;
+    let key = secret.derive_key();
+    // Encryption and hashing are the CPU-heavy part: off the async workers.
+    let encrypted =
+        tokio::task::spawn_blocking(move || encrypt_file(&key, file_id, layout, &plaintext))
+            .await
+            .map_err(|_| Error::Stopped)??;
     let items: Vec<PushItem> = encrypted
         .chunks
         .into_iter()
