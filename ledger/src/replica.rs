@@ -139,6 +139,11 @@ pub struct Effects {
     pub committed: Vec<Committed>,
     /// Submitted transactions dropped before proposal, and why.
     pub refused: Vec<(TxId, SubmitError)>,
+    /// Pending transactions whose nonce an installed snapshot shows as used: they (or another
+    /// transaction with the same nonce) committed in blocks this replica skipped, so their
+    /// outcome cannot be told here. They are dropped rather than proposed again (a copy would
+    /// be refused as stale, a false rejection).
+    pub superseded: Vec<TxId>,
     /// Committed entries are waiting to be applied: send `messages`, then `poll` again.
     pub more: bool,
 }
@@ -932,6 +937,7 @@ impl Replica {
             "staged body differs from the snapshot's descriptor"
         );
         self.state = State::from_contract(self.state.genesis().clone(), contract);
+        self.drop_superseded();
         self.log.write().install_snapshot(snapshot.clone());
         self.applied_index = index;
         self.snapshot_index = index;
@@ -941,6 +947,36 @@ impl Replica {
         batch.applied = Some(index);
         batch.sync = true;
         self.holds.hold(body);
+    }
+
+    /// After a snapshot: drops pooled and proposed transactions whose nonce the state shows as
+    /// used (see [`Effects::superseded`]).
+    fn drop_superseded(&mut self) {
+        let state = &self.state;
+        let used = |tx: &Transaction| tx.nonce <= state.nonce(&tx.sender);
+        let mut superseded = Vec::new();
+        self.proposed.retain(|id, (_, pooled)| {
+            let keep = !used(&pooled.tx);
+            if !keep {
+                superseded.push(*id);
+            }
+            keep
+        });
+        let mut dropped_bytes = 0;
+        self.pool.retain(|pooled| {
+            let keep = !used(&pooled.tx);
+            if !keep {
+                superseded.push(pooled.id);
+                dropped_bytes += pooled.size_bytes;
+            }
+            keep
+        });
+        self.pool_bytes -= dropped_bytes;
+        if self.pool.is_empty() {
+            self.oldest_pooled_ms = None;
+        }
+        superseded.sort_unstable();
+        self.pending_effects.superseded.extend(superseded);
     }
 
     /// Takes a snapshot of the contract state and compacts the log when enough entries applied.

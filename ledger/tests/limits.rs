@@ -168,3 +168,64 @@ fn lost_and_corrupt_snapshot_pieces_are_refused_and_asked_for_again() {
     });
     cluster.assert_agree();
 }
+
+#[test]
+fn a_forward_settled_while_away_is_reported_superseded_not_proposed_again() {
+    let mut cluster = Cluster::with_config(3, 3, SEED, small_snapshots);
+    let leader = cluster.elect();
+    let via = if leader == 1 { 2 } else { 1 };
+    let file = register_file(&mut cluster, leader, 1, &[1, 2], 1).file_id;
+    // `via` forwards a batch; the leader commits it, but nothing reaches `via` any more.
+    cluster.drop(leader, via, 100);
+    let forwarded: Vec<_> = (0..5)
+        .map(|i| {
+            let tx = cluster.sign(
+                3,
+                Body::RequestAccess {
+                    file,
+                    reason: format!("forwarded {i}"),
+                },
+            );
+            cluster.replica_mut(via).submit(tx).unwrap()
+        })
+        .collect();
+    cluster.replica_mut(via).flush();
+    cluster.run_until(200, |c| {
+        forwarded.iter().all(|id| c.acknowledged.contains_key(id))
+    });
+    // Enough blocks for the leader to compact its log past them.
+    for i in 0..40 {
+        let tx = cluster.sign(
+            3,
+            Body::RequestAccess {
+                file,
+                reason: format!("later {i}"),
+            },
+        );
+        commit_all(&mut cluster, leader, vec![tx]);
+    }
+    cluster.recover();
+    let target = cluster.replica(leader).state().height();
+    cluster.run_until(1_000, |c| c.replica(via).state().height() >= target);
+    assert!(
+        cluster.replica(via).store().block(2).unwrap().is_none(),
+        "caught up by snapshot"
+    );
+    for id in &forwarded {
+        assert!(cluster.superseded.contains(id), "{id} not reported");
+    }
+    // Well past the retry interval: none of them is proposed again.
+    for _ in 0..500 {
+        cluster.tick();
+    }
+    cluster.assert_agree();
+    let chain = cluster.chain(leader);
+    for id in &forwarded {
+        let copies = chain
+            .iter()
+            .flat_map(|b| &b.txs)
+            .filter(|tx| tx.id() == *id)
+            .count();
+        assert_eq!(copies, 1, "tx {id}");
+    }
+}

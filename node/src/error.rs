@@ -89,6 +89,16 @@ pub enum Error {
     /// The node is shutting down.
     #[error("the node is stopping")]
     Stopped,
+    /// The transaction (or another with its nonce) committed in blocks this node skipped while
+    /// catching up through a snapshot, so its outcome is not known here.
+    #[error(
+        "transaction {tx} was settled in blocks this node caught up on through a snapshot; check \
+         the chain for its outcome"
+    )]
+    OutcomeUnknown {
+        /// The transaction.
+        tx: ledger::TxId,
+    },
     /// The ledger failed and is being reopened from its durable state. A transaction submitted
     /// before the failure may still be applied: check before submitting it again.
     #[error(

@@ -675,6 +675,11 @@ async fn serve_ledger<T: Transport>(
                     let _ = waiter.send(Err(error.into()));
                 }
             }
+            for tx in effects.superseded {
+                if let Some(waiter) = waiters.remove(&tx) {
+                    let _ = waiter.send(Err(Error::OutcomeUnknown { tx }));
+                }
+            }
             for committed in effects.committed {
                 let block = committed.block;
                 if !waiters.is_empty() {

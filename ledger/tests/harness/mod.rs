@@ -78,6 +78,8 @@ pub struct Cluster {
     /// Deliver each round's messages in a seeded random order (the overlay gives no order
     /// between messages).
     pub reorder: bool,
+    /// Transactions some replica reported superseded by a snapshot (`Effects::superseded`).
+    pub superseded: BTreeSet<TxId>,
 }
 
 pub fn default_config(id: u64) -> ReplicaConfig {
@@ -169,6 +171,7 @@ impl Cluster {
             corrupt_pieces: 0,
             drop_kinds: BTreeSet::new(),
             reorder: false,
+            superseded: BTreeSet::new(),
         };
         for id in cluster.ids() {
             cluster.start(id);
@@ -261,6 +264,7 @@ impl Cluster {
                 if effects.more {
                     self.deferred_applies += 1;
                 }
+                self.superseded.extend(effects.superseded);
                 for committed in effects.committed {
                     for tx in &committed.block.txs {
                         self.acknowledged.insert(tx.id(), committed.block.height);
