@@ -54,7 +54,7 @@ impl StorageBackend for FaultyDisk {
 }
 
 pub struct Member {
-    pub node: Node<MemoryTransport>,
+    pub node: Arc<Node<MemoryTransport>>,
     pub disk: FaultyDisk,
 }
 
@@ -105,7 +105,10 @@ pub fn start(network: &MemoryNetwork, count: usize) -> Vec<Member> {
                 move |handler| Ok(Arc::new(network.attach(peer, handler))),
             )
             .unwrap();
-            Member { node, disk }
+            Member {
+                node: Arc::new(node),
+                disk,
+            }
         })
         .collect()
 }
