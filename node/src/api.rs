@@ -120,7 +120,8 @@ struct ApiState<T: Transport> {
     shutdown: Arc<Notify>,
 }
 
-type Shared<T> = State<Arc<ApiState<T>>>;
+/// What every handler extracts: the node and the admin token.
+type Api<T> = State<Arc<ApiState<T>>>;
 
 fn authorize<T: Transport>(state: &ApiState<T>, headers: &HeaderMap) -> Result<(), ApiError> {
     let presented = headers
@@ -167,7 +168,7 @@ pub fn router<T: Transport>(node: Arc<Node<T>>, token: String, shutdown: Arc<Not
 }
 
 async fn store<T: Transport>(
-    State(state): Shared<T>,
+    State(state): Api<T>,
     headers: HeaderMap,
     body: axum::body::Bytes,
 ) -> Result<Json<crate::StoreReceipt>, ApiError> {
@@ -176,7 +177,7 @@ async fn store<T: Transport>(
 }
 
 async fn request<T: Transport>(
-    State(state): Shared<T>,
+    State(state): Api<T>,
     headers: HeaderMap,
     Json(body): Json<RequestBody>,
 ) -> Result<Json<crate::RequestReceipt>, ApiError> {
@@ -185,7 +186,7 @@ async fn request<T: Transport>(
 }
 
 async fn fetch<T: Transport>(
-    State(state): Shared<T>,
+    State(state): Api<T>,
     headers: HeaderMap,
     Json(body): Json<FetchBody>,
 ) -> Result<Json<crate::FetchReceipt>, ApiError> {
@@ -206,7 +207,7 @@ async fn fetch<T: Transport>(
 }
 
 async fn status<T: Transport>(
-    State(state): Shared<T>,
+    State(state): Api<T>,
     headers: HeaderMap,
 ) -> Result<Json<crate::Status>, ApiError> {
     authorize(&state, &headers)?;
@@ -214,7 +215,7 @@ async fn status<T: Transport>(
 }
 
 async fn file<T: Transport>(
-    State(state): Shared<T>,
+    State(state): Api<T>,
     headers: HeaderMap,
     Path(file_id): Path<String>,
 ) -> Result<Json<FileView>, ApiError> {
@@ -256,7 +257,7 @@ async fn file<T: Transport>(
 }
 
 async fn verify<T: Transport>(
-    State(state): Shared<T>,
+    State(state): Api<T>,
     headers: HeaderMap,
 ) -> Result<Json<crate::ChainReport>, ApiError> {
     authorize(&state, &headers)?;
@@ -264,7 +265,7 @@ async fn verify<T: Transport>(
 }
 
 async fn shutdown_node<T: Transport>(
-    State(state): Shared<T>,
+    State(state): Api<T>,
     headers: HeaderMap,
 ) -> Result<Json<serde_json::Value>, ApiError> {
     authorize(&state, &headers)?;
@@ -272,7 +273,7 @@ async fn shutdown_node<T: Transport>(
     Ok(Json(serde_json::json!({ "stopping": true })))
 }
 
-async fn metrics<T: Transport>(State(state): Shared<T>) -> impl IntoResponse {
+async fn metrics<T: Transport>(State(state): Api<T>) -> impl IntoResponse {
     (
         [(header::CONTENT_TYPE, "text/plain; version=0.0.4")],
         state.node.metrics().render(),

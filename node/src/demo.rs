@@ -15,7 +15,8 @@ use serde::{Deserialize, Serialize};
 
 use crate::config::{Consortium, Keys, MemberEntry, ReleasePolicy};
 use crate::error::Error;
-use crate::node::{Clock, Node, NodeOptions, Stores};
+use crate::node::{Node, NodeOptions, Stores};
+use crate::shared::Clock;
 
 /// Demo parameters.
 #[derive(Clone, Debug)]
@@ -219,7 +220,7 @@ pub async fn run(options: &DemoOptions, mut say: impl FnMut(String)) -> Result<D
     let keys: Vec<Keys> = (0..count).map(|_| Keys::generate(&mut rng)).collect();
     let addresses = free_udp_ports(count)?;
     let consortium = consortium(&keys, &addresses, keyshare::DEFAULT_CHUNK_SIZE_BYTES);
-    let clock = crate::node::system_clock();
+    let clock = crate::shared::system_clock();
     let started = tokio::time::Instant::now();
     let mut nodes = Vec::with_capacity(count);
     for (index, key) in keys.into_iter().enumerate() {

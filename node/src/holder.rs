@@ -19,7 +19,7 @@ use overlay::Transport;
 use tokio::sync::{broadcast, watch};
 
 use crate::error::Error;
-use crate::node::{Shared, deposit_context, release_context};
+use crate::shared::{Receipt, Shared, deposit_context, release_context};
 
 /// Work the holder found to do.
 struct Duties {
@@ -181,7 +181,7 @@ async fn check_deposit<T: Transport>(
 
 /// A submission's outcome for a duty: applied, or refused because the chain already has this
 /// member's answer (a retry of one that did land) — both mean done.
-fn done_or_answered(outcome: Result<crate::node::Receipt, Error>) -> Result<(), Error> {
+fn done_or_answered(outcome: Result<Receipt, Error>) -> Result<(), Error> {
     match outcome {
         Ok(_)
         | Err(Error::Rejected(

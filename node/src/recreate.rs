@@ -14,7 +14,8 @@ use serde::{Deserialize, Serialize};
 use tokio::sync::broadcast;
 
 use crate::error::Error;
-use crate::node::{Node, Shared, release_context};
+use crate::node::Node;
+use crate::shared::{Shared, release_context};
 
 /// Deadline for one chunk request.
 const CHUNK_TIMEOUT: Duration = Duration::from_secs(15);

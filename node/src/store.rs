@@ -12,8 +12,8 @@ use serde::Serialize;
 use tokio::sync::watch;
 
 use crate::error::Error;
-use crate::node::{Node, Shared};
 use crate::private::{RecordKey, SharedRecord};
+use crate::shared::Shared;
 
 /// The stream `blocktorrent store` and the admin API write to.
 pub const FILES_STREAM: &str = "files";
@@ -51,23 +51,26 @@ impl From<SharedRecord> for StoreReceipt {
     }
 }
 
-impl<T: Transport> Node<T> {
-    /// Writes `bytes` to the private database as a new record and shares it; returns once the
-    /// master table and the shares are on the ledger. If sharing fails the error is the caller's
-    /// to act on: the record is not shared later behind its back (a second `store` of the same
-    /// bytes would otherwise make two files).
-    pub async fn store(&self, bytes: Vec<u8>) -> Result<StoreReceipt, Error> {
-        let key = self.shared.private.append_claimed(FILES_STREAM, &bytes)?;
-        drop(bytes);
-        share_record(&self.shared, &key).await
-    }
+/// Writes `bytes` to the private database as a record its caller shares (see
+/// [`crate::Node::store`]) and shares it.
+pub(crate) async fn store<T: Transport>(
+    shared: &Shared<T>,
+    bytes: Vec<u8>,
+) -> Result<StoreReceipt, Error> {
+    let key = shared.private.append_claimed(FILES_STREAM, &bytes)?;
+    drop(bytes);
+    share_record(shared, &key).await
+}
 
-    /// Writes a record to `stream` and returns at once; the ingest task shares it.
-    pub fn ingest(&self, stream: &str, bytes: &[u8]) -> Result<RecordKey, Error> {
-        let key = self.shared.private.append(stream, bytes)?;
-        self.shared.ingest.notify_one();
-        Ok(key)
-    }
+/// Writes a record to `stream` for the ingest task to share.
+pub(crate) fn ingest<T>(
+    shared: &Shared<T>,
+    stream: &str,
+    bytes: &[u8],
+) -> Result<RecordKey, Error> {
+    let key = shared.private.append(stream, bytes)?;
+    shared.ingest.notify_one();
+    Ok(key)
 }
 
 /// Shares every record not yet shared: at start, when notified, and periodically after a
