@@ -41,6 +41,6 @@ pub use seal::{
 pub use secret::{FileKey, FileSecret};
 pub use stream::{StreamDecryptor, StreamEncryptor};
 pub use vss::{
-    Commitments, MAX_SHARE_COUNT, SHARE_SIZE_BYTES, Share, combine, interpolate, split, verify,
-    verify_all,
+    Commitments, MAX_SHARE_COUNT, SHARE_SIZE_BYTES, Share, batch_weights_from_seed, combine,
+    interpolate, split, verify, verify_all,
 };

@@ -278,8 +278,15 @@ fn batch_weights(shares: &[Share], commitments: &Commitments) -> Vec<Scalar> {
     for share in shares {
         transcript.update(share.to_bytes().as_slice());
     }
-    let seed = transcript.finalize();
-    (0..shares.len() as u64)
+    batch_weights_from_seed(&transcript.finalize(), shares.len())
+}
+
+/// `count` random-looking 128-bit weights for a batch equation, expanded from `seed` (a hash of
+/// everything the batch checks, so nobody can know the weights before fixing what is checked):
+/// weight `i` is the first 16 bytes of SHA3-256(`seed` ‖ `i` as u64 BE). The ledger's signature
+/// batches use the same expansion.
+pub fn batch_weights_from_seed(seed: &[u8], count: usize) -> Vec<Scalar> {
+    (0..count as u64)
         .map(|position| {
             let digest = Sha3_256::new()
                 .chain_update(seed)

@@ -716,7 +716,7 @@ fn answer_request(
 }
 
 /// Checks the signatures of `txs` against `state`'s chain id and member keys under ZIP-215 (see
-/// the `signature` module): one batch equation, and one by one only if the batch fails. Each
+/// the `signature` module): one batch equation, split further only where it fails. Each
 /// verdict depends on its transaction alone, never on the others in `txs`. Senders that are not
 /// members get `false`.
 pub fn verify_signatures(state: &State, txs: &[&Transaction]) -> Vec<bool> {

@@ -13,9 +13,10 @@
 //!
 //! Order: transactions are proposed in submission order, so a member's nonces reach the chain
 //! in the order it signed them. A follower keeps at most one forwarded batch outstanding (the
-//! network may reorder or lose forwards); proposals that do not commit within a retry interval
-//! (a lost forward, a leader change) all go back to the front of the pool, in order, and are
-//! proposed again. A duplicate that commits twice is rejected the second time by its nonce.
+//! network may reorder or lose forwards). Everything outstanding goes back to the front of the
+//! pool, in order, and is proposed again when the term or role changes, and on a follower when a
+//! forward has not committed within a retry interval (it was lost). A duplicate that commits
+//! twice is rejected the second time by its nonce.
 //!
 //! Applying: every replica batch-verifies the signatures of each block it applies, except those it
 //! verified itself when proposing, and runs the contracts. Messages go out before blocks are
@@ -48,7 +49,7 @@ use crate::limits::{
 use crate::log_store::LogStore;
 use crate::member::Genesis;
 use crate::snapshot::{self, Body, Descriptor, Download, Holds, Progress};
-use crate::store::{HardStateRecord, RedbStore, StoredReplica, WriteBatch};
+use crate::store::{HardStateRecord, RedbStore, SnapshotWrite, StoredReplica, WriteBatch};
 use crate::tx::{Transaction, TxId};
 use crate::wire::{Envelope, Transfer, WireEntry, WireMessage, WireSnapshot};
 
@@ -234,9 +235,9 @@ impl Replica {
     pub fn open(genesis: Genesis, config: ReplicaConfig, store: RedbStore) -> Result<Self, Error> {
         genesis.validate()?;
         config.validate(&genesis)?;
-        let loaded = store.load()?;
+        let mut loaded = store.load()?;
         let log = LogStore::default();
-        let (state, held) = restore_log(&log, &genesis, &loaded)?;
+        let (state, held) = restore_log(&log, &genesis, &mut loaded)?;
         let snapshot_index = held.as_ref().map_or(0, |body| body.index);
         let mut holds = Holds::default();
         if let Some(body) = held {
@@ -301,11 +302,6 @@ impl Replica {
     /// Raft index of the last applied entry.
     pub fn applied_index(&self) -> u64 {
         self.applied_index
-    }
-
-    /// Raft index of the latest snapshot (0 before the first).
-    pub fn snapshot_index(&self) -> u64 {
-        self.snapshot_index
     }
 
     /// Size of the latest snapshot's body: the encoded contract state at that index.
@@ -551,9 +547,7 @@ impl Replica {
         if !(self.pool_holds_full_block() || waited || force) || self.leader().is_none() {
             return;
         }
-        // A follower forwards one batch at a time: forwarded proposals may arrive (or be lost and
-        // retried) out of order, and a later nonce applied first would make an earlier one stale.
-        if !self.is_leader() && !self.proposed.is_empty() {
+        if self.forward_outstanding() {
             return;
         }
         while !self.pool.is_empty() {
@@ -563,7 +557,7 @@ impl Replica {
             if !self.propose_batch(batch) {
                 break;
             }
-            if !self.is_leader() && !self.proposed.is_empty() {
+            if self.forward_outstanding() {
                 break;
             }
             if !self.pool_holds_full_block() && !force {
@@ -571,6 +565,12 @@ impl Replica {
             }
         }
         self.oldest_pooled_ms = (!self.pool.is_empty()).then_some(self.now_ms);
+    }
+
+    /// A follower forwards one batch at a time: forwarded proposals may arrive (or be lost and
+    /// retried) out of order, and a later nonce applied first would make an earlier one stale.
+    fn forward_outstanding(&self) -> bool {
+        !self.is_leader() && !self.proposed.is_empty()
     }
 
     /// Whether the pool holds a block's worth of transactions, by count or by bytes.
@@ -941,9 +941,11 @@ impl Replica {
         self.log.write().install_snapshot(snapshot.clone());
         self.applied_index = index;
         self.snapshot_index = index;
-        batch.snapshot = Some(WireSnapshot::from(snapshot));
-        batch.snapshot_body = Some(body.bytes.clone());
-        batch.snapshot_replaces_log = true;
+        batch.snapshot = Some(SnapshotWrite {
+            snapshot: WireSnapshot::from(snapshot),
+            body: body.bytes.clone(),
+            replaces_log: true,
+        });
         batch.applied = Some(index);
         batch.sync = true;
         self.holds.hold(body);
@@ -1008,8 +1010,11 @@ impl Replica {
         self.log.write().compact_to_snapshot(snapshot.clone());
         self.snapshot_index = index;
         self.store.commit(&WriteBatch {
-            snapshot: Some(WireSnapshot::from(snapshot)),
-            snapshot_body: Some(body.bytes.clone()),
+            snapshot: Some(SnapshotWrite {
+                snapshot: WireSnapshot::from(snapshot),
+                body: body.bytes.clone(),
+                replaces_log: false,
+            }),
             sync: true,
             ..WriteBatch::default()
         })?;
@@ -1061,11 +1066,11 @@ fn record(hard_state: &HardState) -> HardStateRecord {
 }
 
 /// Rebuilds the in-memory log from what the store loaded; returns the state at the snapshot (or
-/// genesis) and the snapshot's body.
+/// genesis) and the snapshot's body (taken out of `loaded`).
 fn restore_log(
     log: &LogStore,
     genesis: &Genesis,
-    loaded: &StoredReplica,
+    loaded: &mut StoredReplica,
 ) -> Result<(State, Option<Body>), Error> {
     let mut core = log.write();
     let (voters, learners) = genesis.raft_membership();
@@ -1088,13 +1093,18 @@ fn restore_log(
                     .into(),
             )
         })?;
-        let bytes = loaded.snapshot_body.clone().unwrap_or_default();
+        let bytes = loaded.snapshot_body.take().unwrap_or_default();
         if !descriptor.matches(&bytes) {
             return Err(corrupt("the body does not match its descriptor".into()).into());
         }
         let contract = Checkpoint::decode(&bytes).map_err(|e| corrupt(e.to_string()))?;
         state = State::from_contract(genesis.clone(), contract);
-        held = Some(Body::new(wire.index, bytes.into()));
+        // Checked against the descriptor just above: no need to hash it again.
+        held = Some(Body {
+            index: wire.index,
+            descriptor,
+            bytes: bytes.into(),
+        });
         core.install_snapshot(Snapshot::from(wire.clone()));
     }
     let snapshot_index = held.as_ref().map_or(0, |body| body.index);

@@ -153,7 +153,8 @@ const SINGLE_CHECKS_BELOW: usize = 8;
 
 /// Whether every item is well formed and the batch equation holds for them.
 fn holds(items: &[Item<'_>], prepared: &[Option<Prepared>]) -> bool {
-    prepared.iter().all(Option::is_some) && batch_holds(items, prepared)
+    let well_formed: Option<Vec<&Prepared>> = prepared.iter().map(Option::as_ref).collect();
+    well_formed.is_some_and(|prepared| batch_holds(items, &prepared))
 }
 
 /// Verdicts for a range whose batch failed.
@@ -186,21 +187,18 @@ fn settle_failed(items: &[Item<'_>], prepared: &[Option<Prepared>], verdicts: &m
     }
 }
 
-/// The cofactored batch equation over every item (all prepared).
-fn batch_holds(items: &[Item<'_>], prepared: &[Option<Prepared>]) -> bool {
+/// The cofactored batch equation over every item.
+fn batch_holds(items: &[Item<'_>], prepared: &[&Prepared]) -> bool {
     if items.is_empty() {
         return true;
     }
-    let weights = weights(items);
+    let weights = weights(items, prepared);
     let mut basepoint_scalar = Scalar::ZERO;
     let mut r_scalars = Vec::with_capacity(items.len());
     let mut r_points = Vec::with_capacity(items.len());
     // Keyed by encoding: ordered, and equal encodings are the same point.
     let mut per_key: BTreeMap<[u8; 32], (Scalar, EdwardsPoint)> = BTreeMap::new();
     for ((item, prepared), z) in items.iter().zip(prepared).zip(weights) {
-        let Some(prepared) = prepared else {
-            return false;
-        };
         basepoint_scalar += z * prepared.s;
         r_scalars.push(-z);
         r_points.push(prepared.r_point);
@@ -220,29 +218,19 @@ fn batch_holds(items: &[Item<'_>], prepared: &[Option<Prepared>]) -> bool {
         .is_identity()
 }
 
-/// 128-bit weights bound to the whole batch: a SHA3-256 transcript of every key, `R`, `s` and
-/// message digest, then one hash per position.
-fn weights(items: &[Item<'_>]) -> Vec<Scalar> {
+/// 128-bit weights bound to the whole batch: a SHA3-256 transcript of every key, signature
+/// (`R`, `s`) and `k` — everything the equation reads; `k` already hashes the message — expanded
+/// one weight per position.
+fn weights(items: &[Item<'_>], prepared: &[&Prepared]) -> Vec<Scalar> {
     let mut transcript = Sha3_256::new()
         .chain_update(b"blocktorrent/v1/zip215-batch")
         .chain_update((items.len() as u64).to_be_bytes());
-    for item in items {
+    for (item, prepared) in items.iter().zip(prepared) {
         transcript.update(item.key.bytes);
         transcript.update(item.signature.to_bytes());
-        transcript.update(Sha3_256::digest(item.message));
+        transcript.update(prepared.k.as_bytes());
     }
-    let seed = transcript.finalize();
-    (0..items.len() as u64)
-        .map(|position| {
-            let digest = Sha3_256::new()
-                .chain_update(seed)
-                .chain_update(position.to_be_bytes())
-                .finalize();
-            let mut bytes = [0u8; 32];
-            bytes[..16].copy_from_slice(&digest[..16]);
-            Scalar::from_bytes_mod_order(bytes)
-        })
-        .collect()
+    keyshare::batch_weights_from_seed(&transcript.finalize(), items.len())
 }
 
 #[cfg(test)]

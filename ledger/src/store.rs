@@ -4,7 +4,8 @@
 //!
 //! Tables: `raft_log` (index → entry), `meta` (name → record), `blocks` (height → block),
 //! `block_ids` (height → the block's transaction ids, 32 bytes each, in block order),
-//! `snapshot_body` (piece → bytes of the latest snapshot's body). Records are postcard. Lookups by transaction id go through an in-memory [`TxIndex`] rebuilt from
+//! `snapshot_body` (piece → bytes of the latest snapshot's body). Records are postcard. Lookups
+//! by transaction id go through an in-memory [`TxIndex`] rebuilt from
 //! `block_ids` on open (its module says why).
 
 use std::path::Path;
@@ -45,15 +46,19 @@ pub(crate) struct HardStateRecord {
     pub(crate) commit: u64,
 }
 
+/// A snapshot to store: its Raft form (whose data is the descriptor) and the body it names.
+pub(crate) struct SnapshotWrite {
+    pub(crate) snapshot: WireSnapshot,
+    pub(crate) body: Bytes,
+    /// The snapshot came from the leader and replaces the whole log (a local snapshot only
+    /// compacts the entries it covers).
+    pub(crate) replaces_log: bool,
+}
+
 /// Changes from one `Ready`, written atomically.
 #[derive(Default)]
 pub(crate) struct WriteBatch {
-    pub(crate) snapshot: Option<WireSnapshot>,
-    /// The body `snapshot`'s descriptor names; set whenever `snapshot` is.
-    pub(crate) snapshot_body: Option<Bytes>,
-    /// The snapshot came from the leader and replaces the whole log (a local snapshot only
-    /// compacts the entries it covers).
-    pub(crate) snapshot_replaces_log: bool,
+    pub(crate) snapshot: Option<SnapshotWrite>,
     pub(crate) entries: Vec<WireEntry>,
     pub(crate) hard_state: Option<HardStateRecord>,
     pub(crate) conf_state: Option<WireConfState>,
@@ -162,17 +167,16 @@ impl RedbStore {
         {
             let mut log = txn.open_table(LOG)?;
             let mut meta = txn.open_table(META)?;
-            if let Some(snapshot) = &batch.snapshot {
-                if batch.snapshot_replaces_log {
+            if let Some(write) = &batch.snapshot {
+                if write.replaces_log {
                     log.retain(|_, _| false)?;
                 } else {
-                    log.retain_in(..=snapshot.index, |_, _| false)?;
+                    log.retain_in(..=write.snapshot.index, |_, _| false)?;
                 }
-                meta.insert(SNAPSHOT, encode(snapshot).as_slice())?;
+                meta.insert(SNAPSHOT, encode(&write.snapshot).as_slice())?;
                 let mut pieces = txn.open_table(SNAPSHOT_BODY)?;
                 pieces.retain(|_, _| false)?;
-                let body = batch.snapshot_body.as_deref().unwrap_or_default();
-                for (piece, bytes) in (0u32..).zip(body.chunks(SNAPSHOT_PIECE_BYTES)) {
+                for (piece, bytes) in (0u32..).zip(write.body.chunks(SNAPSHOT_PIECE_BYTES)) {
                     pieces.insert(piece, bytes)?;
                 }
             }

@@ -145,10 +145,17 @@ impl MasterTable {
                 owner_lists,
             });
         }
+        // Field by field: cloning `self` would copy every chunk record only to drop them.
         let header = MasterTable {
+            file_id: self.file_id,
+            size_bytes: self.size_bytes,
+            chunk_size_bytes: self.chunk_size_bytes,
             chunk_hashes: Vec::new(),
             chunk_owners: Vec::new(),
-            ..self.clone()
+            timestamp_ms: self.timestamp_ms,
+            threshold: self.threshold,
+            holders: self.holders.clone(),
+            commitments: self.commitments.clone(),
         };
         let header_bytes = postcard::to_allocvec(&header).map_or(usize::MAX, |b| b.len());
         let Some(first_budget) = MAX_TX_BYTES.checked_sub(TX_ENVELOPE_BYTES + header_bytes) else {

@@ -148,6 +148,12 @@ database_errors!(
     redb::CommitError
 );
 
+impl From<ledger::StoreError> for Error {
+    fn from(error: ledger::StoreError) -> Self {
+        Self::Ledger(error.into())
+    }
+}
+
 impl From<overlay::StoreError> for Error {
     fn from(error: overlay::StoreError) -> Self {
         Self::Overlay(error.into())

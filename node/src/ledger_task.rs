@@ -18,8 +18,7 @@ use crate::shared::{Command, Receipt, Shared};
 /// Opens the ledger's database. Called at start and again whenever the ledger task restarts
 /// after an error, so it must reopen the same durable state (a file path, or a backend that
 /// outlives the database using it).
-pub type LedgerOpener =
-    Box<dyn FnMut() -> Result<ledger::RedbStore, ledger::StoreError> + Send + 'static>;
+pub type LedgerOpener = Box<dyn FnMut() -> Result<ledger::RedbStore, Error> + Send + 'static>;
 
 /// Maps Raft ids (1-based genesis positions) to overlay peers.
 pub(crate) fn raft_peers(consortium: &Consortium) -> Vec<PeerId> {
@@ -111,7 +110,7 @@ fn reopen<T>(shared: &Shared<T>, opener: &mut LedgerOpener) -> Result<Replica, E
         .iter()
         .position(|peer| peer.as_bytes() == shared.me.id.as_bytes())
         .map_or(0, |position| position as u64 + 1);
-    let store = opener().map_err(ledger::Error::from)?;
+    let store = opener()?;
     Ok(Replica::open(
         shared.consortium.genesis(),
         ReplicaConfig::new(id),

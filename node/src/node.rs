@@ -45,13 +45,13 @@ impl Stores {
         std::fs::create_dir_all(data_dir).map_err(|error| Error::io(data_dir, error))?;
         let ledger_path = data_dir.join("ledger.redb");
         let chunks_path = data_dir.join("chunks.redb");
-        // Opened once here, so a bad file is reported at start; reopened by the opener later.
-        drop(
-            ledger::RedbStore::open_file(&ledger_path)
-                .map_err(|error| Error::config(&ledger_path, error))?,
-        );
         Ok(Self {
-            ledger: Box::new(move || ledger::RedbStore::open_file(&ledger_path)),
+            // Opened by `Node::start` (a bad file is reported then, with its path) and again
+            // whenever the ledger task reopens it.
+            ledger: Box::new(move || {
+                ledger::RedbStore::open_file(&ledger_path)
+                    .map_err(|error| Error::config(&ledger_path, error))
+            }),
             chunks: overlay::ChunkStore::open_file(&chunks_path, quota_bytes)
                 .map_err(|error| Error::config(&chunks_path, error))?,
             private: PrivateDb::open_file(&data_dir.join("private.redb"))?,
@@ -145,7 +145,7 @@ impl<T: Transport> Node<T> {
         let replica = Replica::open(
             consortium.genesis(),
             ReplicaConfig::new(position as u64 + 1),
-            opener().map_err(ledger::Error::from)?,
+            opener()?,
         )?;
         let metrics = Arc::new(Metrics::default());
         let chunks = Arc::new(stores.chunks);

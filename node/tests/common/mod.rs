@@ -91,7 +91,7 @@ pub fn start(network: &MemoryNetwork, count: usize) -> Vec<Member> {
                     keys,
                     stores: Stores {
                         ledger: Box::new(move || {
-                            ledger::RedbStore::open_backend(ledger_disk.clone())
+                            ledger::RedbStore::open_backend(ledger_disk.clone()).map_err(Into::into)
                         }),
                         chunks: overlay::ChunkStore::open_backend(InMemoryBackend::new(), u64::MAX)
                             .unwrap(),
