@@ -3,19 +3,24 @@
 //! and `chain verify` are thin clients of it.
 //!
 //! Routes (all JSON; errors are `{"error": "..."}` with a 4xx/5xx status):
-//! - `POST /v1/store` — body: the raw bytes → [`crate::StoreReceipt`]
+//! - `POST /v1/store` — body: the raw bytes, streamed (any size up to
+//!   [`crate::MAX_RECORD_BYTES`]) → [`crate::StoreReceipt`]; with `Accept:`
+//!   [`frames::CONTENT_TYPE`], a framed stream of progress frames and then the receipt
 //! - `POST /v1/request` — `{"file_id", "reason"}` → [`crate::RequestReceipt`]
-//! - `POST /v1/fetch` — `{"file_id", "out", "timeout_secs"}` → [`crate::FetchReceipt`]
+//! - `POST /v1/fetch` — `{"file_id", "timeout_secs"}` → a framed stream ([`frames`]): the
+//!   plaintext in data frames, progress frames, then a [`crate::FetchReceipt`] or an error.
+//!   The node writes nothing to disk: the client writes the file.
 //! - `GET /v1/status` → [`crate::Status`]
 //! - `GET /v1/file/{file_id}` → [`FileView`]
 //! - `GET /v1/chain/verify` → [`crate::ChainReport`]
 //! - `POST /v1/shutdown` — stops the node
 //! - `GET /metrics` — Prometheus text
 
-use std::path::PathBuf;
+use std::pin::Pin;
 use std::sync::Arc;
 use std::time::Duration;
 
+use axum::body::{Body, Bytes};
 use axum::extract::{DefaultBodyLimit, Path, State};
 use axum::http::{HeaderMap, StatusCode, header};
 use axum::response::{IntoResponse, Response};
@@ -24,13 +29,17 @@ use axum::{Json, Router};
 use keyshare::{ChunkHash, FileId};
 use overlay::Transport;
 use serde::{Deserialize, Serialize};
-use tokio::sync::Notify;
+use tokio::sync::{Notify, mpsc};
 
+use crate::FetchEvent;
 use crate::error::Error;
+use crate::frames::{self, FrameKind};
 use crate::node::Node;
 
-/// Largest body `POST /v1/store` accepts (the record is held in memory while it is shared).
-pub const MAX_STORE_BYTES: usize = 4 << 30;
+/// Largest JSON body the other routes accept.
+const MAX_JSON_BYTES: usize = 1 << 20;
+/// Fetch events buffered between the fetch and a slow client.
+const FETCH_QUEUE: usize = 16;
 
 /// Body of `POST /v1/request`.
 #[derive(Clone, Debug, Serialize, Deserialize)]
@@ -46,8 +55,6 @@ pub struct RequestBody {
 pub struct FetchBody {
     /// The file.
     pub file_id: FileId,
-    /// Absolute path to write.
-    pub out: PathBuf,
     /// How long to wait for shares.
     pub timeout_secs: u64,
 }
@@ -114,6 +121,62 @@ impl IntoResponse for ApiError {
     }
 }
 
+/// Whether the client asked for a framed answer.
+fn accepts_frames(headers: &HeaderMap) -> bool {
+    headers
+        .get(header::ACCEPT)
+        .and_then(|value| value.to_str().ok())
+        .is_some_and(|value| value.contains(frames::CONTENT_TYPE))
+}
+
+fn json_frame(kind: FrameKind, value: &impl Serialize) -> Bytes {
+    let json = serde_json::to_vec(value).unwrap_or_default();
+    Bytes::from(frames::encode(kind, &json))
+}
+
+/// The receipt frame, or the error frame, that ends a framed answer.
+fn final_frame<R: Serialize>(result: Result<R, Error>) -> Bytes {
+    match result {
+        Ok(receipt) => json_frame(FrameKind::Receipt, &receipt),
+        Err(error) => json_frame(
+            FrameKind::Error,
+            &ErrorBody {
+                error: error.to_string(),
+            },
+        ),
+    }
+}
+
+fn framed_response(body: FrameBody) -> Response {
+    (
+        [(header::CONTENT_TYPE, frames::CONTENT_TYPE)],
+        Body::new(body),
+    )
+        .into_response()
+}
+
+/// A response body fed frame by frame from a task.
+enum FrameBody {
+    Bounded(mpsc::Receiver<Bytes>),
+    Unbounded(mpsc::UnboundedReceiver<Bytes>),
+}
+
+impl http_body::Body for FrameBody {
+    type Data = Bytes;
+    type Error = std::convert::Infallible;
+
+    fn poll_frame(
+        self: Pin<&mut Self>,
+        cx: &mut std::task::Context<'_>,
+    ) -> std::task::Poll<Option<Result<http_body::Frame<Bytes>, Self::Error>>> {
+        let next = match self.get_mut() {
+            Self::Bounded(receiver) => receiver.poll_recv(cx),
+            Self::Unbounded(receiver) => receiver.poll_recv(cx),
+        };
+        next.map(|frame| frame.map(|bytes| Ok(http_body::Frame::data(bytes))))
+    }
+}
+
 struct ApiState<T: Transport> {
     node: Arc<Node<T>>,
     token: String,
@@ -155,7 +218,6 @@ pub fn router<T: Transport>(node: Arc<Node<T>>, token: String, shutdown: Arc<Not
         shutdown,
     });
     Router::new()
-        .route("/v1/store", post(store::<T>))
         .route("/v1/request", post(request::<T>))
         .route("/v1/fetch", post(fetch::<T>))
         .route("/v1/status", get(status::<T>))
@@ -163,17 +225,55 @@ pub fn router<T: Transport>(node: Arc<Node<T>>, token: String, shutdown: Arc<Not
         .route("/v1/chain/verify", get(verify::<T>))
         .route("/v1/shutdown", post(shutdown_node::<T>))
         .route("/metrics", get(metrics::<T>))
-        .layer(DefaultBodyLimit::max(MAX_STORE_BYTES))
+        .layer(DefaultBodyLimit::max(MAX_JSON_BYTES))
+        // The store body is streamed into the private database, bounded by the record limit.
+        .route(
+            "/v1/store",
+            post(store::<T>).layer(DefaultBodyLimit::disable()),
+        )
         .with_state(state)
 }
 
 async fn store<T: Transport>(
     State(state): Api<T>,
     headers: HeaderMap,
-    body: axum::body::Bytes,
-) -> Result<Json<crate::StoreReceipt>, ApiError> {
+    mut body: Body,
+) -> Result<Response, ApiError> {
     authorize(&state, &headers)?;
-    Ok(Json(state.node.store(body.to_vec()).await?))
+    let node = state.node.clone();
+    let key = {
+        let mut writer = node.record_writer()?;
+        while let Some(frame) =
+            std::future::poll_fn(|cx| http_body::Body::poll_frame(Pin::new(&mut body), cx)).await
+        {
+            let frame = frame.map_err(|error| {
+                ApiError(
+                    StatusCode::BAD_REQUEST,
+                    format!("reading the upload after {} bytes: {error}", writer.bytes()),
+                )
+            })?;
+            if let Ok(data) = frame.into_data() {
+                writer.write(&data)?;
+            }
+        }
+        writer.finish()?
+    };
+    if !accepts_frames(&headers) {
+        return Ok(Json(node.share(&key, &mut |_| {}).await?).into_response());
+    }
+    // The share runs to its end in its own task even if the client goes away, so a store is
+    // never abandoned half-way by a dropped connection.
+    let (frames, body) = mpsc::unbounded_channel();
+    tokio::spawn(async move {
+        let progress_frames = frames.clone();
+        let result = node
+            .share(&key, &mut |progress| {
+                let _ = progress_frames.send(json_frame(FrameKind::Progress, &progress));
+            })
+            .await;
+        let _ = frames.send(final_frame(result));
+    });
+    Ok(framed_response(FrameBody::Unbounded(body)))
 }
 
 async fn request<T: Transport>(
@@ -189,21 +289,33 @@ async fn fetch<T: Transport>(
     State(state): Api<T>,
     headers: HeaderMap,
     Json(body): Json<FetchBody>,
-) -> Result<Json<crate::FetchReceipt>, ApiError> {
+) -> Result<Response, ApiError> {
     authorize(&state, &headers)?;
-    if !body.out.is_absolute() {
-        return Err(ApiError(
-            StatusCode::BAD_REQUEST,
-            format!("output path {} must be absolute", body.out.display()),
-        ));
-    }
+    let node = state.node.clone();
     let timeout = Duration::from_secs(body.timeout_secs);
-    Ok(Json(
-        state
-            .node
-            .fetch(body.file_id, &body.out, timeout, None)
-            .await?,
-    ))
+    let (events, mut received) = mpsc::channel(FETCH_QUEUE);
+    let (frames, response) = mpsc::channel(FETCH_QUEUE);
+    tokio::spawn(async move {
+        let forward = async {
+            while let Some(event) = received.recv().await {
+                let frame = match event {
+                    FetchEvent::Data(bytes) => {
+                        let mut frame = frames::header(FrameKind::Data, bytes.len()).to_vec();
+                        frame.extend_from_slice(&bytes);
+                        Bytes::from(frame)
+                    }
+                    FetchEvent::Progress(progress) => json_frame(FrameKind::Progress, &progress),
+                };
+                if frames.send(frame).await.is_err() {
+                    // The client went away: dropping the receiver stops the fetch.
+                    return;
+                }
+            }
+        };
+        let (result, ()) = tokio::join!(node.fetch(body.file_id, timeout, events), forward);
+        let _ = frames.send(final_frame(result)).await;
+    });
+    Ok(framed_response(FrameBody::Bounded(response)))
 }
 
 async fn status<T: Transport>(

@@ -14,7 +14,7 @@ use node::demo::{DemoOptions, human_bytes};
 use node::{ChainReport, FetchReceipt, RequestReceipt, Status, StoreReceipt};
 use serde::Serialize;
 
-use crate::client::Client;
+use crate::client::{Client, Frame};
 
 /// BlockTorrent: share private supply-chain data so an auditor can always recreate it.
 #[derive(Parser, Debug)]
@@ -430,11 +430,37 @@ fn show_file(view: &FileView) {
 }
 
 fn store(config: &Path, path: &Path, json: bool) -> anyhow::Result<()> {
-    let client = Client::from_config(config, CALL_TIMEOUT)?;
-    let bytes = std::fs::read(path).with_context(|| format!("cannot read {}", path.display()))?;
-    let spinner = spinner(json, format!("storing {}", human_bytes(bytes.len() as u64)));
-    let receipt: StoreReceipt = client.post_bytes("/v1/store", &bytes)?;
-    spinner.finish_and_clear();
+    let file =
+        std::fs::File::open(path).with_context(|| format!("cannot read {}", path.display()))?;
+    let metadata = file
+        .metadata()
+        .with_context(|| format!("cannot read {}", path.display()))?;
+    if !metadata.is_file() {
+        return Err(anyhow!("{} is not a regular file", path.display()));
+    }
+    let len = metadata.len();
+    if len > node::MAX_RECORD_BYTES {
+        return Err(anyhow!(
+            "{} holds {}; a file may hold at most {}",
+            path.display(),
+            human_bytes(len),
+            human_bytes(node::MAX_RECORD_BYTES)
+        ));
+    }
+    let client = Client::streaming(config)?;
+    let bar = progress_bar(json, len, "uploading");
+    let mut upload = bar.wrap_read(std::io::BufReader::with_capacity(1 << 20, file));
+    let mut answer = client.post_stream("/v1/store", &mut upload, len)?;
+    bar.set_position(0);
+    bar.set_message("encrypting and pushing");
+    let receipt: StoreReceipt = loop {
+        match answer.next()? {
+            Frame::Progress(progress) => show(&bar, "pushed", &progress),
+            Frame::Done(receipt) => break receipt,
+            Frame::Data(_) => return Err(anyhow!("the node answered a store with file data")),
+        }
+    };
+    bar.finish_and_clear();
     if json {
         print_json(&receipt)
     } else {
@@ -458,26 +484,25 @@ fn fetch(
 ) -> anyhow::Result<()> {
     let out =
         std::path::absolute(out).with_context(|| format!("cannot resolve {}", out.display()))?;
-    if let Some(parent) = out.parent()
-        && !parent.is_dir()
-    {
-        return Err(anyhow!(
-            "cannot write {}: {} is not a directory",
-            out.display(),
-            parent.display()
-        ));
-    }
-    let client = Client::from_config(config, Duration::from_secs(timeout) + CALL_TIMEOUT)?;
-    let spinner = spinner(json, format!("recreating {file_id}"));
-    let receipt: FetchReceipt = client.post_json(
+    let client = Client::streaming(config)?;
+    let mut partial = PartialFile::create(&out)?;
+    let bar = progress_bar(json, 0, "waiting for released shares");
+    let mut answer = client.post_json_frames(
         "/v1/fetch",
         &FetchBody {
             file_id,
-            out: out.clone(),
             timeout_secs: timeout,
         },
     )?;
-    spinner.finish_and_clear();
+    let receipt: FetchReceipt = loop {
+        match answer.next()? {
+            Frame::Data(bytes) => partial.write(&bytes)?,
+            Frame::Progress(progress) => show(&bar, "fetched", &progress),
+            Frame::Done(receipt) => break receipt,
+        }
+    };
+    partial.commit(receipt.bytes)?;
+    bar.finish_and_clear();
     if json {
         print_json(&receipt)
     } else {
@@ -500,14 +525,112 @@ fn fetch(
     }
 }
 
-/// A spinner on stderr when it is a terminal and output is not JSON; hidden otherwise.
-fn spinner(json: bool, message: String) -> indicatif::ProgressBar {
+/// A byte progress bar on stderr when it is a terminal and output is not JSON; hidden otherwise.
+fn progress_bar(json: bool, len: u64, message: &'static str) -> indicatif::ProgressBar {
     if json || !std::io::stderr().is_terminal() {
         return indicatif::ProgressBar::hidden();
     }
-    let bar = indicatif::ProgressBar::new_spinner().with_message(message);
+    let bar = indicatif::ProgressBar::new(len).with_message(message);
+    bar.set_style(
+        indicatif::ProgressStyle::with_template(
+            "{spinner} {msg:<40} [{bar:30}] {bytes}/{total_bytes} {binary_bytes_per_sec} eta {eta}",
+        )
+        .unwrap_or_else(|_| indicatif::ProgressStyle::default_bar())
+        .progress_chars("=> "),
+    );
     bar.enable_steady_tick(Duration::from_millis(100));
     bar
+}
+
+fn show(bar: &indicatif::ProgressBar, verb: &str, progress: &node::Progress) {
+    bar.set_length(progress.bytes_total);
+    bar.set_position(progress.bytes_done);
+    bar.set_message(format!(
+        "{verb} {}/{} chunks, {} peers",
+        progress.chunks_done, progress.chunks_total, progress.peers
+    ));
+}
+
+/// The output of `fetch`, written under a temporary name beside its destination and renamed
+/// into place only when complete and synced, so a reader never sees half a file and a failed
+/// fetch leaves nothing behind.
+struct PartialFile {
+    file: std::io::BufWriter<std::fs::File>,
+    temp: PathBuf,
+    out: PathBuf,
+    written: u64,
+    committed: bool,
+}
+
+impl PartialFile {
+    fn create(out: &Path) -> anyhow::Result<Self> {
+        let name = out
+            .file_name()
+            .ok_or_else(|| anyhow!("{} is not a file path", out.display()))?;
+        let parent = out.parent().unwrap_or(Path::new("."));
+        if !parent.is_dir() {
+            return Err(anyhow!(
+                "cannot write {}: {} is not a directory",
+                out.display(),
+                parent.display()
+            ));
+        }
+        let mut temp_name = std::ffi::OsString::from(".");
+        temp_name.push(name);
+        temp_name.push(format!(".partial-{}", std::process::id()));
+        let temp = out.with_file_name(temp_name);
+        let file = std::fs::File::options()
+            .write(true)
+            .create_new(true)
+            .open(&temp)
+            .with_context(|| format!("cannot create {}", temp.display()))?;
+        Ok(Self {
+            file: std::io::BufWriter::with_capacity(1 << 20, file),
+            temp,
+            out: out.to_owned(),
+            written: 0,
+            committed: false,
+        })
+    }
+
+    fn write(&mut self, bytes: &[u8]) -> anyhow::Result<()> {
+        use std::io::Write;
+        self.file
+            .write_all(bytes)
+            .with_context(|| format!("cannot write {}", self.temp.display()))?;
+        self.written += bytes.len() as u64;
+        Ok(())
+    }
+
+    fn commit(mut self, expected_bytes: u64) -> anyhow::Result<()> {
+        use std::io::Write;
+        if self.written != expected_bytes {
+            return Err(anyhow!(
+                "the node sent {} bytes of a {expected_bytes}-byte file",
+                self.written
+            ));
+        }
+        let context = || format!("cannot write {}", self.temp.display());
+        self.file.flush().with_context(context)?;
+        self.file.get_ref().sync_all().with_context(context)?;
+        std::fs::rename(&self.temp, &self.out)
+            .with_context(|| format!("cannot write {}", self.out.display()))?;
+        self.committed = true;
+        if let Some(dir) = self.out.parent()
+            && let Ok(dir) = std::fs::File::open(dir)
+        {
+            let _ = dir.sync_all();
+        }
+        Ok(())
+    }
+}
+
+impl Drop for PartialFile {
+    fn drop(&mut self) {
+        if !self.committed {
+            let _ = std::fs::remove_file(&self.temp);
+        }
+    }
 }
 
 fn demo(members: u32, file_size: u64, seed: u64, json: bool) -> anyhow::Result<()> {
@@ -516,6 +639,7 @@ fn demo(members: u32, file_size: u64, seed: u64, json: bool) -> anyhow::Result<(
         members,
         file_size_bytes: file_size,
         seed,
+        compute: crate::run::compute_pool(),
     };
     let report = runtime.block_on(node::demo::run(&options, |line| {
         if !json {

@@ -1,11 +1,14 @@
 //! The CLI's side of the admin API: one blocking HTTP call per command, authenticated with
-//! the member's token.
+//! the member's token. `store` streams the file up and `fetch` streams it down ([`Frames`]), so
+//! neither holds a file in memory.
 
+use std::io::Read;
 use std::time::Duration;
 
 use anyhow::{Context, anyhow};
 use node::api::ErrorBody;
 use node::config::LoadedConfig;
+use node::frames::{self, FrameKind};
 use serde::Serialize;
 use serde::de::DeserializeOwned;
 
@@ -18,13 +21,24 @@ pub(crate) struct Client {
 }
 
 impl Client {
-    /// Reads the member's config and token.
+    /// Reads the member's config and token; every call must finish within `timeout`.
     pub(crate) fn from_config(path: &std::path::Path, timeout: Duration) -> anyhow::Result<Self> {
+        Self::with_timeout(path, Some(timeout))
+    }
+
+    /// Reads the member's config and token, for calls that stream a file and so last as long as
+    /// the file needs (only connecting is bounded).
+    pub(crate) fn streaming(path: &std::path::Path) -> anyhow::Result<Self> {
+        Self::with_timeout(path, None)
+    }
+
+    fn with_timeout(path: &std::path::Path, timeout: Option<Duration>) -> anyhow::Result<Self> {
         let loaded = LoadedConfig::load(path)?;
         let token = loaded.token()?;
         let agent = ureq::Agent::config_builder()
             .http_status_as_error(false)
-            .timeout_global(Some(timeout))
+            .timeout_global(timeout)
+            .timeout_connect(Some(Duration::from_secs(10)))
             .build()
             .new_agent();
         Ok(Self {
@@ -35,11 +49,11 @@ impl Client {
         })
     }
 
-    fn finish<T: DeserializeOwned>(
+    fn answered(
         &self,
         response: Result<ureq::http::Response<ureq::Body>, ureq::Error>,
-    ) -> anyhow::Result<T> {
-        let mut response = response.map_err(|error| match error {
+    ) -> anyhow::Result<ureq::http::Response<ureq::Body>> {
+        response.map_err(|error| match error {
             ureq::Error::Io(_) | ureq::Error::ConnectionFailed | ureq::Error::HostNotFound => {
                 anyhow!(
                     "cannot reach {}'s node at {} (is it running? `blocktorrent run` or `cluster up`)",
@@ -49,7 +63,22 @@ impl Client {
             }
             ureq::Error::Timeout(_) => anyhow!("{}'s node did not answer in time", self.member),
             other => anyhow!("talking to {}'s node: {other}", self.member),
-        })?;
+        })
+    }
+
+    /// The error an unsuccessful answer carries.
+    fn refusal(&self, status: ureq::http::StatusCode, body: &str) -> anyhow::Error {
+        match serde_json::from_str::<ErrorBody>(body) {
+            Ok(error) => anyhow!(error.error),
+            Err(_) => anyhow!("{}'s node answered {status}", self.member),
+        }
+    }
+
+    fn finish<T: DeserializeOwned>(
+        &self,
+        response: Result<ureq::http::Response<ureq::Body>, ureq::Error>,
+    ) -> anyhow::Result<T> {
+        let mut response = self.answered(response)?;
         let status = response.status();
         let body = response
             .body_mut()
@@ -60,10 +89,29 @@ impl Client {
         if status.is_success() {
             return serde_json::from_str(&body).context("the node's answer did not parse");
         }
-        match serde_json::from_str::<ErrorBody>(&body) {
-            Ok(error) => Err(anyhow!(error.error)),
-            Err(_) => Err(anyhow!("{}'s node answered {status}", self.member)),
+        Err(self.refusal(status, &body))
+    }
+
+    /// Opens a framed answer.
+    fn frames(
+        &self,
+        response: Result<ureq::http::Response<ureq::Body>, ureq::Error>,
+    ) -> anyhow::Result<Frames> {
+        let mut response = self.answered(response)?;
+        let status = response.status();
+        if !status.is_success() {
+            let body = response
+                .body_mut()
+                .with_config()
+                .limit(1 << 20)
+                .read_to_string()
+                .unwrap_or_default();
+            return Err(self.refusal(status, &body));
         }
+        Ok(Frames {
+            reader: Box::new(response.into_body().into_reader()),
+            member: self.member.clone(),
+        })
     }
 
     pub(crate) fn get<T: DeserializeOwned>(&self, path: &str) -> anyhow::Result<T> {
@@ -88,17 +136,85 @@ impl Client {
         self.finish(response)
     }
 
-    pub(crate) fn post_bytes<T: DeserializeOwned>(
+    /// Posts `len` bytes read from `body` and opens the framed answer.
+    pub(crate) fn post_stream(
         &self,
         path: &str,
-        body: &[u8],
-    ) -> anyhow::Result<T> {
+        body: &mut dyn Read,
+        len: u64,
+    ) -> anyhow::Result<Frames> {
         let response = self
             .agent
             .post(format!("{}{path}", self.base))
             .header("Authorization", format!("Bearer {}", self.token))
             .header("Content-Type", "application/octet-stream")
-            .send(body);
-        self.finish(response)
+            .header("Content-Length", len.to_string())
+            .header("Accept", frames::CONTENT_TYPE)
+            .send(ureq::SendBody::from_reader(body));
+        self.frames(response)
+    }
+
+    /// Posts a JSON body and opens the framed answer.
+    pub(crate) fn post_json_frames<B: Serialize>(
+        &self,
+        path: &str,
+        body: &B,
+    ) -> anyhow::Result<Frames> {
+        let response = self
+            .agent
+            .post(format!("{}{path}", self.base))
+            .header("Authorization", format!("Bearer {}", self.token))
+            .header("Accept", frames::CONTENT_TYPE)
+            .send_json(body);
+        self.frames(response)
+    }
+}
+
+/// A framed answer, read frame by frame.
+pub(crate) struct Frames {
+    reader: Box<dyn Read>,
+    member: String,
+}
+
+/// One frame of a framed answer.
+pub(crate) enum Frame<R> {
+    /// File bytes.
+    Data(Vec<u8>),
+    /// How far the node has come.
+    Progress(node::Progress),
+    /// The end: the receipt.
+    Done(R),
+}
+
+impl Frames {
+    /// The next frame; an error frame, a malformed frame or an answer that stops before its
+    /// receipt is an error.
+    pub(crate) fn next<R: DeserializeOwned>(&mut self) -> anyhow::Result<Frame<R>> {
+        let cut = || {
+            anyhow!(
+                "{}'s node stopped answering before it finished",
+                self.member
+            )
+        };
+        let (kind, payload) = frames::read(&mut self.reader)
+            .map_err(|error| match error.kind() {
+                std::io::ErrorKind::UnexpectedEof => cut(),
+                _ => anyhow!("reading {}'s answer: {error}", self.member),
+            })?
+            .ok_or_else(cut)?;
+        Ok(match kind {
+            FrameKind::Data => Frame::Data(payload),
+            FrameKind::Progress => Frame::Progress(
+                serde_json::from_slice(&payload).context("a progress frame did not parse")?,
+            ),
+            FrameKind::Receipt => Frame::Done(
+                serde_json::from_slice(&payload).context("the node's receipt did not parse")?,
+            ),
+            FrameKind::Error => {
+                let error: ErrorBody =
+                    serde_json::from_slice(&payload).context("the node's error did not parse")?;
+                return Err(anyhow!(error.error));
+            }
+        })
     }
 }

@@ -13,6 +13,7 @@ use rand::rngs::StdRng;
 use rand::{Rng, RngExt, SeedableRng};
 use serde::{Deserialize, Serialize};
 
+use crate::compute::Compute;
 use crate::config::{Consortium, Keys, MemberEntry, ReleasePolicy};
 use crate::error::Error;
 use crate::node::{Node, NodeOptions, Stores};
@@ -27,6 +28,8 @@ pub struct DemoOptions {
     pub file_size_bytes: u64,
     /// Seeds keys, data and every node's RNG.
     pub seed: u64,
+    /// Where the nodes' CPU-heavy work runs (the binary passes a pool).
+    pub compute: Compute,
 }
 
 impl Default for DemoOptions {
@@ -35,6 +38,7 @@ impl Default for DemoOptions {
             members: 4,
             file_size_bytes: 16 << 20,
             seed: 7,
+            compute: Compute::inline(),
         }
     }
 }
@@ -156,6 +160,7 @@ pub fn start_member(
     dir: &Path,
     seed: u64,
     clock: Clock,
+    compute: Compute,
 ) -> Result<Node<QuicTransport>, Error> {
     let entry = consortium.members[index].clone();
     let book = consortium
@@ -174,6 +179,7 @@ pub fn start_member(
             seed,
             clock,
             tick: Duration::from_millis(50),
+            compute: compute.clone(),
         },
         move |handler| {
             Ok(Arc::new(QuicTransport::bind(
@@ -231,6 +237,7 @@ pub async fn run(options: &DemoOptions, mut say: impl FnMut(String)) -> Result<D
             &dir.0,
             rng.next_u64(),
             clock.clone(),
+            options.compute.clone(),
         )?);
     }
     wait_for_leader(&nodes[0], Duration::from_secs(15)).await?;
@@ -271,12 +278,10 @@ pub async fn run(options: &DemoOptions, mut say: impl FnMut(String)) -> Result<D
         "member-{count} files an access request (block {}); the holders release their shares re-sealed to it.",
         request.height
     ));
-    let out = dir.0.join("recreated.csv");
-    let fetched = auditor
-        .fetch(stored.file_id, &out, Duration::from_secs(30), None)
+    let (fetched, recreated) = auditor
+        .fetch_bytes(stored.file_id, Duration::from_secs(30))
         .await?;
     let recreate_seconds = recreate_started.elapsed().as_secs_f64();
-    let recreated = std::fs::read(&out).map_err(|error| Error::io(&out, error))?;
     let identical = recreated == data;
     say(format!(
         "  rebuilt the key from {} verified shares, fetched and verified {} chunks from {} peers ({} refetched), decrypted: {recreate_seconds:.2} s from request to file",

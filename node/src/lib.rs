@@ -12,9 +12,11 @@
 //! passed in ([`NodeOptions`]), so the same code runs under the simulator's virtual time.
 
 pub mod api;
+mod compute;
 pub mod config;
 pub mod demo;
 mod error;
+pub mod frames;
 mod holder;
 mod ledger_task;
 mod metrics;
@@ -25,12 +27,13 @@ mod recreate;
 mod shared;
 mod store;
 
+pub use compute::{Compute, Job, Spawner};
 pub use error::Error;
 pub use ledger_task::LedgerOpener;
 pub use metrics::Metrics;
 pub use node::{Node, NodeOptions, Stores};
 pub use ops::{ChainReport, Status};
-pub use private::{PrivateDb, RecordKey, SharedRecord};
-pub use recreate::{FetchReceipt, Progress, RequestReceipt};
+pub use private::{MAX_RECORD_BYTES, PrivateDb, RecordKey, RecordMeta, RecordWriter, SharedRecord};
+pub use recreate::{FetchEvent, FetchReceipt, RequestReceipt};
 pub use shared::{Clock, Receipt, system_clock};
-pub use store::{FILES_STREAM, StoreReceipt};
+pub use store::{FILES_STREAM, Progress, ProgressSink, StoreReceipt};

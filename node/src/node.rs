@@ -22,11 +22,12 @@ use rand::rngs::StdRng;
 use tokio::sync::{Notify, broadcast, mpsc, watch};
 use tokio::task::JoinHandle;
 
+use crate::compute::Compute;
 use crate::config::{Consortium, Keys, ReleasePolicy};
 use crate::error::Error;
 use crate::ledger_task::{LedgerOpener, run_ledger};
 use crate::metrics::Metrics;
-use crate::private::PrivateDb;
+use crate::private::{PrivateDb, RecordWriter};
 use crate::shared::{Clock, Shared};
 
 /// Storage a node runs on; files in the binary, in-memory backends in tests and the simulator.
@@ -78,6 +79,8 @@ pub struct NodeOptions {
     pub clock: Clock,
     /// Raft tick interval.
     pub tick: Duration,
+    /// Where CPU-heavy work runs: a pool in the binary, inline under a test or the simulator.
+    pub compute: Compute,
 }
 
 /// Counts served chunks, then answers with the standard chunk service.
@@ -134,6 +137,7 @@ impl<T: Transport> Node<T> {
             seed,
             clock,
             tick,
+            compute,
         } = options;
         let position = consortium
             .members
@@ -167,6 +171,7 @@ impl<T: Transport> Node<T> {
             private: stores.private,
             metrics,
             rng: Mutex::new(StdRng::seed_from_u64(seed ^ 0x9e37_79b9_7f4a_7c15)),
+            compute,
             clock,
             commands,
             blocks,
@@ -197,11 +202,33 @@ impl<T: Transport> Node<T> {
     }
 
     /// Writes `bytes` to the private database as a new record and shares it; returns once the
-    /// master table and the shares are on the ledger. If sharing fails the error is the caller's
-    /// to act on: the record is not shared later behind its back (a second `store` of the same
-    /// bytes would otherwise make two files).
+    /// master table and the shares are on the ledger. See [`Self::store_record`].
     pub async fn store(&self, bytes: Vec<u8>) -> Result<crate::StoreReceipt, Error> {
-        crate::store::store(&self.shared, bytes).await
+        let mut writer = self.record_writer()?;
+        writer.write(&bytes)?;
+        drop(bytes);
+        let key = writer.finish()?;
+        self.share(&key, &mut |_| {}).await
+    }
+
+    /// Starts a record of the `files` stream that its caller fills (in pieces of any size, so a
+    /// file of any size up to 64 GiB passes through bounded memory) and then shares with
+    /// [`Self::share`].
+    pub fn record_writer(&self) -> Result<RecordWriter<'_>, Error> {
+        self.shared.private.writer(crate::FILES_STREAM, true)
+    }
+
+    /// Shares a record written with [`Self::record_writer`]: encrypted and pushed window by
+    /// window, then registered, reporting `progress` as chunks are acknowledged. If sharing
+    /// fails the error is the caller's to act on: the record is not shared later behind its back
+    /// (a second `store` of the same bytes would otherwise make two files). Sharing a record
+    /// again once it is shared returns the first receipt.
+    pub async fn share(
+        &self,
+        key: &crate::RecordKey,
+        progress: crate::ProgressSink<'_>,
+    ) -> Result<crate::StoreReceipt, Error> {
+        crate::store::share_record(&self.shared, key, progress).await
     }
 
     /// Writes a record to `stream` and returns at once; the ingest task shares it.

@@ -1,21 +1,21 @@
 //! The recreate flow (DESIGN.md "Recreate"): request access on the ledger, gather released
 //! shares that verify, rebuild the key, fetch and verify every chunk from its owners, decrypt,
-//! and write the file atomically. The owner takes no part.
+//! and stream the plaintext to the caller. The owner takes no part.
 
-use std::io::Write;
-use std::os::unix::fs::FileExt;
-use std::path::{Path, PathBuf};
+use std::collections::{BTreeMap, BTreeSet};
+use std::sync::Arc;
 use std::time::Duration;
 
 use keyshare::{ChunkCipher, ChunkLayout, FileId, Share, combine, open_share, verify};
 use ledger::{AccessRecord, Body, FileRecord, RequestId};
-use overlay::{ChunkSpec, PeerId, SchedulerConfig, Transport, fetch};
+use overlay::{ChunkSpec, Outcome, PeerId, SchedulerConfig, Transport, fetch};
 use serde::{Deserialize, Serialize};
-use tokio::sync::broadcast;
+use tokio::sync::{broadcast, mpsc};
 
 use crate::error::Error;
 use crate::node::Node;
 use crate::shared::{Shared, release_context};
+use crate::store::Progress;
 
 /// Deadline for one chunk request.
 const CHUNK_TIMEOUT: Duration = Duration::from_secs(15);
@@ -52,8 +52,14 @@ pub struct FetchReceipt {
     pub bad_shares: Vec<String>,
 }
 
-/// Progress callback: (chunks done, chunks total).
-pub type Progress = Box<dyn FnMut(u32, u32) + Send>;
+/// What [`Node::fetch`] streams to its caller, in order.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub enum FetchEvent {
+    /// The next plaintext bytes of the file.
+    Data(Vec<u8>),
+    /// How far the fetch has come.
+    Progress(Progress),
+}
 
 impl<T: Transport> Node<T> {
     /// Files an access request for `file`.
@@ -69,14 +75,18 @@ impl<T: Transport> Node<T> {
         })
     }
 
-    /// Recreates `file` into `out` using this member's latest access request for it, waiting
-    /// up to `timeout` for enough shares.
+    /// Recreates `file` using this member's latest access request for it, waiting up to
+    /// `timeout` for enough shares, and streams the plaintext to `sink` in order. The node writes
+    /// no file: the caller does (the CLI writes `--out` itself, so the daemon never writes where
+    /// a client chose). Chunks are fetched a window at a time — every owner of the window's
+    /// chunks in parallel — and the window is decrypted and streamed while the next one is
+    /// fetched, so memory holds about two windows whatever the file's size. A caller that closes
+    /// `sink` stops the fetch.
     pub async fn fetch(
         &self,
         file: FileId,
-        out: &Path,
         timeout: Duration,
-        mut progress: Option<Progress>,
+        sink: mpsc::Sender<FetchEvent>,
     ) -> Result<FetchReceipt, Error> {
         let start = tokio::time::Instant::now();
         let shared = &self.shared;
@@ -91,65 +101,214 @@ impl<T: Transport> Node<T> {
         }
         let (shares, bad_shares) = gather_shares(shared, &record, timeout).await?;
         let secret = combine(&shares, &record.table.commitments)?;
-        let key = secret.derive_key();
         let table = &record.table;
         let layout = ChunkLayout::new(table.size_bytes, table.chunk_size_bytes)
             .map_err(|error| Error::Invalid(error.to_string()))?;
-        let cipher = ChunkCipher::new(&key, file, layout);
-        let specs: Vec<ChunkSpec> = (0..layout.chunk_count())
-            .map(|index| {
-                Ok(ChunkSpec {
-                    index,
-                    hash: table.chunk_hashes[index as usize],
-                    size_bytes: layout.ciphertext_len(index)?,
-                    owners: table.chunk_owners[index as usize]
-                        .iter()
-                        .map(|m| PeerId::from_bytes(*m.as_bytes()))
-                        .collect(),
-                })
-            })
-            .collect::<Result<_, keyshare::ChunkError>>()
-            .map_err(keyshare::Error::from)?;
-
-        let partial = PartialFile::create(out)?;
+        let cipher = Arc::new(ChunkCipher::new(&secret.derive_key(), file, layout));
+        drop(secret);
         let total = layout.chunk_count();
-        let mut done = 0u32;
-        let outcome = fetch(
-            shared.transport.clone(),
-            specs,
-            SchedulerConfig::default(),
-            CHUNK_TIMEOUT,
-            |index, mut bytes| {
-                crate::metrics::Metrics::add(&shared.metrics.fetch_bytes, bytes.len() as u64);
-                cipher.open_hashed_chunk_in_place(index, &mut bytes)?;
-                partial.write_at(&bytes, layout.plaintext_offset(index))?;
-                done += 1;
-                if let Some(progress) = progress.as_mut() {
-                    progress(done, total);
+        let window = (WINDOW_BYTES / table.chunk_size_bytes.max(1) as usize).max(1) as u32;
+        let mut account = Account::default();
+        let mut next = 0u32;
+        let mut fetched = None;
+        loop {
+            let upcoming = (next < total).then(|| next..(next + window).min(total));
+            next = upcoming.as_ref().map_or(total, |range| range.end);
+            let excluded = account.outcome.lying_peers.clone();
+            let (streamed, arrived) = tokio::join!(
+                async {
+                    match fetched.take() {
+                        Some(window) => {
+                            stream_window(
+                                shared,
+                                &cipher,
+                                window,
+                                &sink,
+                                &mut account,
+                                total,
+                                &layout,
+                            )
+                            .await
+                        }
+                        None => Ok(()),
+                    }
+                },
+                async {
+                    match upcoming {
+                        Some(range) => fetch_window(shared, table, &layout, range, &excluded)
+                            .await
+                            .map(Some),
+                        None => Ok(None),
+                    }
                 }
-                Ok::<(), Error>(())
-            },
-        )
-        .await?;
-        let report = outcome.map_err(overlay::Error::from)?;
-        partial.commit(table.size_bytes)?;
-        let names = |peers: &std::collections::BTreeSet<PeerId>| {
-            peers
-                .iter()
-                .map(|peer| crate::store::member_name(shared, peer))
-                .collect()
-        };
+            );
+            streamed?;
+            match arrived? {
+                Some(window) => fetched = Some(window),
+                None => break,
+            }
+        }
         Ok(FetchReceipt {
             file_id: file,
             bytes: table.size_bytes,
             chunks: total,
-            peers_used: report.outcome.peers_used.len(),
-            chunks_refetched: report.outcome.chunks_refetched,
+            peers_used: account.outcome.peers_used.len(),
+            chunks_refetched: account.outcome.chunks_refetched,
             seconds: start.elapsed().as_secs_f64(),
-            lying_peers: names(&report.outcome.lying_peers),
+            lying_peers: names(shared, &account.outcome.lying_peers),
             bad_shares,
         })
     }
+}
+
+impl<T: Transport> Node<T> {
+    /// [`Self::fetch`] into memory, for files known to be small (the demo, tests).
+    pub async fn fetch_bytes(
+        &self,
+        file: FileId,
+        timeout: Duration,
+    ) -> Result<(FetchReceipt, Vec<u8>), Error> {
+        let (sink, mut events) = mpsc::channel(16);
+        let collect = async {
+            let mut bytes = Vec::new();
+            while let Some(event) = events.recv().await {
+                if let FetchEvent::Data(data) = event {
+                    bytes.extend_from_slice(&data);
+                }
+            }
+            bytes
+        };
+        let (receipt, bytes) = tokio::join!(self.fetch(file, timeout, sink), collect);
+        Ok((receipt?, bytes))
+    }
+}
+
+/// Plaintext bytes fetched per window.
+const WINDOW_BYTES: usize = 32 << 20;
+
+/// One window's verified ciphertext chunks by index, and how fetching them went.
+struct Fetched {
+    chunks: BTreeMap<u32, Vec<u8>>,
+    outcome: Outcome,
+}
+
+/// What the windows so far add up to.
+#[derive(Default)]
+struct Account {
+    outcome: Outcome,
+    chunks_done: u32,
+    bytes_done: u64,
+}
+
+/// Fetches the chunks in `range` from their owners (never from a peer already caught lying,
+/// unless it is a chunk's only owner).
+async fn fetch_window<T: Transport>(
+    shared: &Shared<T>,
+    table: &ledger::MasterTable,
+    layout: &ChunkLayout,
+    range: std::ops::Range<u32>,
+    excluded: &BTreeSet<PeerId>,
+) -> Result<Fetched, Error> {
+    let specs: Vec<ChunkSpec> = range
+        .map(|index| {
+            let owners: Vec<PeerId> = table.chunk_owners[index as usize]
+                .iter()
+                .map(|m| PeerId::from_bytes(*m.as_bytes()))
+                .collect();
+            let honest: Vec<PeerId> = owners
+                .iter()
+                .copied()
+                .filter(|peer| !excluded.contains(peer))
+                .collect();
+            Ok(ChunkSpec {
+                index,
+                hash: table.chunk_hashes[index as usize],
+                size_bytes: layout.ciphertext_len(index)?,
+                owners: if honest.is_empty() { owners } else { honest },
+            })
+        })
+        .collect::<Result<_, keyshare::ChunkError>>()
+        .map_err(keyshare::Error::from)?;
+    let mut chunks = BTreeMap::new();
+    let outcome = fetch(
+        shared.transport.clone(),
+        specs,
+        SchedulerConfig::default(),
+        CHUNK_TIMEOUT,
+        |index, bytes| {
+            crate::metrics::Metrics::add(&shared.metrics.fetch_bytes, bytes.len() as u64);
+            chunks.insert(index, bytes);
+            Ok::<(), std::convert::Infallible>(())
+        },
+    )
+    .await
+    .unwrap_or_else(|never| match never {});
+    let report = outcome.map_err(overlay::Error::from)?;
+    Ok(Fetched {
+        chunks,
+        outcome: report.outcome,
+    })
+}
+
+/// Decrypts a fetched window on the compute seam and streams it to `sink` in order.
+async fn stream_window<T>(
+    shared: &Shared<T>,
+    cipher: &Arc<ChunkCipher>,
+    window: Fetched,
+    sink: &mpsc::Sender<FetchEvent>,
+    account: &mut Account,
+    total: u32,
+    layout: &ChunkLayout,
+) -> Result<(), Error> {
+    let Fetched { chunks, outcome } = window;
+    let cipher = cipher.clone();
+    let plaintext = shared
+        .compute
+        .run(move || {
+            chunks
+                .into_iter()
+                .map(|(index, mut bytes)| {
+                    cipher
+                        .open_hashed_chunk_in_place(index, &mut bytes)
+                        .map(|()| (index, bytes))
+                })
+                .collect::<Result<Vec<_>, _>>()
+        })
+        .await??;
+    let closed = |_| Error::Invalid("the fetch's reader went away".into());
+    for (index, bytes) in plaintext {
+        account.chunks_done += 1;
+        account.bytes_done +=
+            u64::from(layout.plaintext_len(index).map_err(keyshare::Error::from)?);
+        sink.send(FetchEvent::Data(bytes)).await.map_err(closed)?;
+    }
+    let Outcome {
+        peers_used,
+        lying_peers,
+        dead_peers,
+        chunks_refetched,
+    } = outcome;
+    account.outcome.peers_used.extend(peers_used);
+    account.outcome.lying_peers.extend(lying_peers);
+    account.outcome.dead_peers.extend(dead_peers);
+    account.outcome.chunks_refetched += chunks_refetched;
+    sink.send(FetchEvent::Progress(Progress {
+        chunks_done: account.chunks_done,
+        chunks_total: total,
+        bytes_done: account.bytes_done,
+        bytes_total: layout.file_size_bytes(),
+        peers: account.outcome.peers_used.len(),
+    }))
+    .await
+    .map_err(closed)?;
+    Ok(())
+}
+
+fn names<T>(shared: &Shared<T>, peers: &BTreeSet<PeerId>) -> Vec<String> {
+    peers
+        .iter()
+        .map(|peer| crate::store::member_name(shared, peer))
+        .collect()
 }
 
 /// This member's latest access request for `file`.
@@ -221,61 +380,6 @@ async fn gather_shares<T: Transport>(
         match tokio::time::timeout(remaining, blocks.recv()).await {
             Ok(Ok(_)) | Ok(Err(broadcast::error::RecvError::Lagged(_))) | Err(_) => {}
             Ok(Err(broadcast::error::RecvError::Closed)) => return Err(Error::Stopped),
-        }
-    }
-}
-
-/// A file written under a temporary name next to its destination and renamed into place only
-/// when complete, so a reader never sees half a file.
-struct PartialFile {
-    file: std::fs::File,
-    temp: PathBuf,
-    out: PathBuf,
-}
-
-impl PartialFile {
-    fn create(out: &Path) -> Result<Self, Error> {
-        let name = out
-            .file_name()
-            .ok_or_else(|| Error::Invalid(format!("{} is not a file path", out.display())))?;
-        let mut temp_name = std::ffi::OsString::from(".");
-        temp_name.push(name);
-        temp_name.push(".partial");
-        let temp = out.with_file_name(temp_name);
-        let file = std::fs::File::create(&temp).map_err(|error| Error::io(&temp, error))?;
-        Ok(Self {
-            file,
-            temp,
-            out: out.to_owned(),
-        })
-    }
-
-    fn write_at(&self, bytes: &[u8], offset: u64) -> Result<(), Error> {
-        self.file
-            .write_all_at(bytes, offset)
-            .map_err(|error| Error::io(&self.temp, error))
-    }
-
-    fn commit(mut self, size_bytes: u64) -> Result<(), Error> {
-        let io = |error| Error::io(&self.temp, error);
-        self.file.set_len(size_bytes).map_err(io)?;
-        self.file.flush().map_err(io)?;
-        self.file.sync_all().map_err(io)?;
-        std::fs::rename(&self.temp, &self.out).map_err(|error| Error::io(&self.out, error))?;
-        if let Some(dir) = self.out.parent().filter(|d| !d.as_os_str().is_empty())
-            && let Ok(dir) = std::fs::File::open(dir)
-        {
-            let _ = dir.sync_all();
-        }
-        self.temp = PathBuf::new();
-        Ok(())
-    }
-}
-
-impl Drop for PartialFile {
-    fn drop(&mut self) {
-        if !self.temp.as_os_str().is_empty() {
-            let _ = std::fs::remove_file(&self.temp);
         }
     }
 }

@@ -14,6 +14,13 @@ use tokio::sync::Notify;
 /// Raft tick interval of a real node.
 const TICK: Duration = Duration::from_millis(50);
 
+/// CPU-heavy work on tokio's blocking pool, off the async workers.
+pub(crate) fn compute_pool() -> node::Compute {
+    node::Compute::pool(|job| {
+        tokio::task::spawn_blocking(job);
+    })
+}
+
 pub(crate) fn run(config: &std::path::Path) -> anyhow::Result<()> {
     let loaded = LoadedConfig::load(config)?;
     let keys = loaded.keys()?;
@@ -53,6 +60,7 @@ async fn serve(
             seed,
             clock: node::system_clock(),
             tick: TICK,
+            compute: compute_pool(),
         },
         move |handler| {
             Ok(Arc::new(QuicTransport::bind(

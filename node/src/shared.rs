@@ -63,6 +63,7 @@ pub(crate) struct Shared<T> {
     pub(crate) private: PrivateDb,
     pub(crate) metrics: Arc<Metrics>,
     pub(crate) rng: Mutex<StdRng>,
+    pub(crate) compute: crate::compute::Compute,
     pub(crate) clock: Clock,
     pub(crate) commands: mpsc::Sender<Command>,
     pub(crate) blocks: broadcast::Sender<Arc<Block>>,
@@ -136,25 +137,33 @@ impl<T> Shared<T> {
         Ok(answer)
     }
 
-    /// Submits `bodies` in order and waits until each is applied. They are enqueued at once: the
-    /// replica proposes a member's transactions in the order they were signed, so their nonces
-    /// apply in order. The first rejection is returned (the bodies after it are still ordered,
-    /// and fail on their own).
-    pub(crate) async fn submit_applied_all(
-        &self,
-        bodies: Vec<Body>,
-    ) -> Result<Vec<Receipt>, Error> {
+    /// Submits `bodies` in order and waits until each is applied, whatever its result. They are
+    /// enqueued at once: the replica proposes a member's transactions in the order they were
+    /// signed, so their nonces apply in order.
+    pub(crate) async fn submit_all(&self, bodies: Vec<Body>) -> Result<Vec<Receipt>, Error> {
         let mut answers = Vec::with_capacity(bodies.len());
         for body in bodies {
             answers.push(self.enqueue(body).await?);
         }
         let mut receipts = Vec::with_capacity(answers.len());
         for answer in answers {
-            let receipt = answer.await.map_err(|_| Error::Stopped)??;
-            if let TxResult::Rejected(rejection) = &receipt.result {
-                return Err(Error::Rejected(rejection.clone()));
-            }
-            receipts.push(receipt);
+            receipts.push(answer.await.map_err(|_| Error::Stopped)??);
+        }
+        Ok(receipts)
+    }
+
+    /// [`Self::submit_all`], failing with the first rejection (the bodies after it are still
+    /// ordered, and fail on their own).
+    pub(crate) async fn submit_applied_all(
+        &self,
+        bodies: Vec<Body>,
+    ) -> Result<Vec<Receipt>, Error> {
+        let receipts = self.submit_all(bodies).await?;
+        if let Some(rejection) = receipts.iter().find_map(|receipt| match &receipt.result {
+            TxResult::Rejected(rejection) => Some(rejection.clone()),
+            TxResult::Applied => None,
+        }) {
+            return Err(Error::Rejected(rejection));
         }
         Ok(receipts)
     }

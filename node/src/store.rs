@@ -1,23 +1,32 @@
 //! The store flow (DESIGN.md "Store"): private record → encrypted chunks on their owners →
 //! master table and sealed shares on the ledger.
 
+use std::collections::{BTreeSet, VecDeque};
 use std::sync::Arc;
 use std::time::Duration;
 
-use keyshare::{FileId, FileSecret, SealContext, SealPurpose, encrypt_file, seal_share, split};
-use ledger::{Body, MasterTable, MemberId};
+use keyshare::{
+    ChunkHash, ChunkLayout, EncryptedChunk, FileId, FileKey, FileSecret, SealContext, SealPurpose,
+    StreamEncryptor, seal_share, split,
+};
+use ledger::{Body, MasterTable, MemberId, TxResult};
 use overlay::{PeerId, PushItem, Transport, place, push};
-use rand::Rng;
+use rand::rngs::StdRng;
+use rand::{Rng, SeedableRng};
 use serde::Serialize;
 use tokio::sync::watch;
+use zeroize::Zeroize;
 
 use crate::error::Error;
-use crate::private::{RecordKey, SharedRecord};
+use crate::private::{Intent, RecordKey, RecordMeta, SharedRecord};
 use crate::shared::Shared;
 
 /// The stream `blocktorrent store` and the admin API write to.
 pub const FILES_STREAM: &str = "files";
 
+/// Plaintext bytes encrypted ahead of the push (one window is pushed while the next is
+/// encrypted).
+const WINDOW_BYTES: usize = 16 << 20;
 /// Pushes in flight at once while storing.
 const PUSH_IN_FLIGHT: usize = 32;
 /// Deadline for one chunk push.
@@ -51,16 +60,23 @@ impl From<SharedRecord> for StoreReceipt {
     }
 }
 
-/// Writes `bytes` to the private database as a record its caller shares (see
-/// [`crate::Node::store`]) and shares it.
-pub(crate) async fn store<T: Transport>(
-    shared: &Shared<T>,
-    bytes: Vec<u8>,
-) -> Result<StoreReceipt, Error> {
-    let key = shared.private.append_claimed(FILES_STREAM, &bytes)?;
-    drop(bytes);
-    share_record(shared, &key).await
+/// How far a store or a fetch has come (the admin API streams these to the CLI's progress bar).
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq, Serialize, serde::Deserialize)]
+pub struct Progress {
+    /// Chunks pushed (store) or delivered (fetch).
+    pub chunks_done: u32,
+    /// Chunks in the file.
+    pub chunks_total: u32,
+    /// Plaintext bytes behind those chunks.
+    pub bytes_done: u64,
+    /// Plaintext bytes in the file.
+    pub bytes_total: u64,
+    /// Distinct peers that acknowledged (store) or served (fetch) so far.
+    pub peers: usize,
 }
+
+/// Where progress goes; called after each window of chunks.
+pub type ProgressSink<'a> = &'a mut (dyn FnMut(Progress) + Send);
 
 /// Writes a record to `stream` for the ingest task to share.
 pub(crate) fn ingest<T>(
@@ -74,7 +90,8 @@ pub(crate) fn ingest<T>(
 }
 
 /// Shares every record not yet shared: at start, when notified, and periodically after a
-/// failure (peers may come up later).
+/// failure (peers may come up later). A record whose share was under way when the node stopped
+/// is resumed from its intent, so it still becomes one file.
 pub(crate) async fn run_ingest<T: Transport>(
     shared: Arc<Shared<T>>,
     mut stopped: watch::Receiver<bool>,
@@ -91,7 +108,7 @@ pub(crate) async fn run_ingest<T: Transport>(
             if *stopped.borrow() {
                 return;
             }
-            match share_record(&shared, &key).await {
+            match share_record(&shared, &key, &mut |_| {}).await {
                 Ok(receipt) => {
                     tracing::info!(stream = %key.stream, seq = key.seq, file = %receipt.file_id, "record shared")
                 }
@@ -110,19 +127,136 @@ pub(crate) async fn run_ingest<T: Transport>(
     }
 }
 
-async fn share_record<T: Transport>(
+/// What one share of a record is, derived from its intent alone: every attempt for the record
+/// computes the same plan.
+struct Plan {
+    file_id: FileId,
+    layout: ChunkLayout,
+    owners: Vec<Vec<PeerId>>,
+    key: FileKey,
+    secret: FileSecret,
+    /// Draws the share polynomial and the sealing randomness.
+    rng: StdRng,
+    timestamp_ms: u64,
+}
+
+impl Plan {
+    fn derive<T>(shared: &Shared<T>, intent: &Intent, layout: ChunkLayout) -> Result<Self, Error> {
+        let mut rng = StdRng::from_seed(intent.seed);
+        let mut nonce = [0u8; 16];
+        rng.fill_bytes(&mut nonce);
+        let secret = FileSecret::random(&mut rng);
+        let me = shared.me.id;
+        let file_id = FileId::derive(me.as_bytes(), &nonce, intent.timestamp_ms);
+        let online: Vec<PeerId> = intent
+            .online
+            .iter()
+            .map(|p| PeerId::from_bytes(*p))
+            .collect();
+        let owners = place(
+            &file_id,
+            layout.chunk_count(),
+            &online,
+            &PeerId::from_bytes(*me.as_bytes()),
+            shared.consortium.replication as usize,
+        )
+        .map_err(overlay::Error::from)?;
+        Ok(Self {
+            file_id,
+            layout,
+            owners,
+            key: secret.derive_key(),
+            secret,
+            rng,
+            timestamp_ms: intent.timestamp_ms,
+        })
+    }
+}
+
+/// Shares one record, at most once whatever fails or restarts:
+/// 1. the first attempt records an [`Intent`] (seed, timestamp, members online) before any
+///    chunk leaves the node;
+/// 2. file id, key, placement, chunks, shares and transactions are all derived from it, so a
+///    retry — after an error or a restart — rebuilds the very same ones;
+/// 3. the ledger registers a file id once, so however the transactions of several attempts
+///    interleave, the chain holds one master table for the record; a transaction refused
+///    because an earlier attempt's twin was applied first is not an error;
+/// 4. the record counts as shared once this replica shows the table complete, as this attempt
+///    built it, with its shares deposited.
+pub(crate) async fn share_record<T: Transport>(
     shared: &Shared<T>,
     key: &RecordKey,
+    progress: ProgressSink<'_>,
 ) -> Result<StoreReceipt, Error> {
     let _guard = shared.store_lock.lock().await;
     if let Some(done) = shared.private.shared(key)? {
         return Ok(done.into());
     }
-    let plaintext = shared
+    let consortium = &shared.consortium;
+    let meta = shared
         .private
-        .record(key)?
+        .meta(key)?
         .ok_or_else(|| Error::Invalid(format!("no record {}/{}", key.stream, key.seq)))?;
-    let receipt = share_bytes(shared, plaintext).await?;
+    // A table the ledger would refuse is refused now, before anything is encrypted or pushed.
+    let layout = ledger::check_table_plan(
+        meta.bytes,
+        consortium.chunk_size_bytes,
+        consortium.replication,
+    )
+    .map_err(|error| Error::Invalid(format!("cannot store {} bytes: {error}", meta.bytes)))?;
+    let intent = match shared.private.intent(key)? {
+        Some(intent) => intent,
+        None => {
+            // Placement over the members online now, before any byte is encrypted: too few
+            // owners fails here, cheaply, and leaves no intent behind.
+            let online: Vec<[u8; 32]> = shared
+                .online_peers(PING_TIMEOUT)
+                .await
+                .iter()
+                .map(|(entry, _)| *entry.id.as_bytes())
+                .collect();
+            let mut seed = [0u8; 32];
+            shared.with_rng(|rng| rng.fill_bytes(&mut seed));
+            let intent = Intent {
+                seed,
+                timestamp_ms: (shared.clock)(),
+                online,
+            };
+            seed.zeroize();
+            Plan::derive(shared, &intent, layout)?;
+            shared.private.put_intent(key, &intent)?;
+            intent
+        }
+    };
+    let mut plan = Plan::derive(shared, &intent, layout)?;
+    drop(intent);
+    let chunk_hashes = push_record(shared, key, &plan, meta, progress).await?;
+    let (table, bodies) = plan_bodies(shared, &mut plan, chunk_hashes)?;
+    let receipts = shared.submit_all(bodies).await?;
+    let record = shared.file(plan.file_id).await.ok();
+    let done = record.as_ref().is_some_and(|record| {
+        record.owner == shared.me.id && record.table == table && record.deposits.is_some()
+    });
+    if !done {
+        let refused = receipts.iter().find_map(|receipt| match &receipt.result {
+            TxResult::Rejected(rejection) => Some(rejection.clone()),
+            TxResult::Applied => None,
+        });
+        return Err(match refused {
+            Some(rejection) => Error::Rejected(rejection),
+            None => Error::Invalid(format!(
+                "file {} is not complete on the ledger after its transactions applied",
+                plan.file_id
+            )),
+        });
+    }
+    let height = record.map_or(0, |record| record.height);
+    let receipt = StoreReceipt {
+        file_id: plan.file_id,
+        bytes: meta.bytes,
+        chunks: layout.chunk_count(),
+        height,
+    };
     shared.private.mark_shared(
         key,
         &SharedRecord {
@@ -135,87 +269,152 @@ async fn share_record<T: Transport>(
     Ok(receipt)
 }
 
-async fn share_bytes<T: Transport>(
+/// Reads the record piece by piece, encrypts it chunk by chunk on the compute seam and pushes a
+/// window of chunks to their owners while the next window is encrypted. Memory holds about two
+/// windows, whatever the record's size. Returns the chunk hashes in order.
+async fn push_record<T: Transport>(
     shared: &Shared<T>,
-    plaintext: Vec<u8>,
-) -> Result<StoreReceipt, Error> {
-    let consortium = &shared.consortium;
-    let me = shared.me.id;
-    let now_ms = (shared.clock)();
-    let (secret, nonce) = shared.with_rng(|rng| {
-        let mut nonce = [0u8; 16];
-        rng.fill_bytes(&mut nonce);
-        (FileSecret::random(rng), nonce)
-    });
-    let file_id = FileId::derive(me.as_bytes(), &nonce, now_ms);
-    let size_bytes = plaintext.len() as u64;
-    // A table the ledger would refuse is refused now, before anything is encrypted or pushed.
-    let layout = ledger::check_table_plan(
-        size_bytes,
-        consortium.chunk_size_bytes,
-        consortium.replication,
-    )
-    .map_err(|error| Error::Invalid(format!("cannot store {size_bytes} bytes: {error}")))?;
-    // Placement over the members online now, before any byte is encrypted: too few owners
-    // fails here, cheaply.
-    let online: Vec<PeerId> = shared
-        .online_peers(PING_TIMEOUT)
-        .await
-        .iter()
-        .map(|(entry, _)| Shared::<T>::peer(entry))
-        .collect();
-    let owner = PeerId::from_bytes(*me.as_bytes());
-    let owners = place(
-        &file_id,
-        layout.chunk_count(),
-        &online,
-        &owner,
-        consortium.replication as usize,
-    )
-    .map_err(overlay::Error::from)?;
-    let key = secret.derive_key();
-    // Encryption and hashing are the CPU-heavy part: off the async workers.
-    let encrypted =
-        tokio::task::spawn_blocking(move || encrypt_file(&key, file_id, layout, &plaintext))
-            .await
-            .map_err(|_| Error::Stopped)??;
-    let items: Vec<PushItem> = encrypted
-        .chunks
-        .into_iter()
-        .zip(&owners)
-        .map(|(chunk, owners)| PushItem {
-            hash: chunk.hash,
-            bytes: Arc::new(chunk.bytes),
-            owners: owners.clone(),
-        })
-        .collect();
-    let chunk_hashes = items.iter().map(|item| item.hash).collect();
-    let report = push(
-        shared.transport.clone(),
-        &items,
-        PUSH_IN_FLIGHT,
-        PUSH_TIMEOUT,
-    )
-    .await;
-    drop(items);
-    if let Some((position, peer, reason)) = report.failed.first() {
-        return Err(Error::PushFailed {
-            failed: report.failed.len(),
-            first: format!(
-                "chunk {position} to {}: {reason}",
-                member_name(shared, peer)
+    key: &RecordKey,
+    plan: &Plan,
+    meta: RecordMeta,
+    progress: ProgressSink<'_>,
+) -> Result<Vec<ChunkHash>, Error> {
+    let chunk_size = plan.layout.chunk_size_bytes() as usize;
+    let window = (WINDOW_BYTES / chunk_size.max(1)).max(1);
+    let mut source = ChunkSource {
+        encryptor: Some(StreamEncryptor::new(&plan.key, plan.file_id, plan.layout)),
+        next_piece: 0,
+        pieces: meta.pieces,
+        ready: VecDeque::new(),
+    };
+    let total = plan.layout.chunk_count();
+    let mut hashes = Vec::with_capacity(total as usize);
+    let mut peers = BTreeSet::new();
+    let mut bytes_done = 0u64;
+    let mut chunks = source.next_window(shared, key, window).await?;
+    while !chunks.is_empty() {
+        let base = chunks[0].index as usize;
+        let items: Vec<PushItem> = chunks
+            .into_iter()
+            .map(|chunk| PushItem {
+                hash: chunk.hash,
+                bytes: Arc::new(chunk.bytes),
+                owners: plan.owners[chunk.index as usize].clone(),
+            })
+            .collect();
+        hashes.extend(items.iter().map(|item| item.hash));
+        let (report, next) = tokio::join!(
+            push(
+                shared.transport.clone(),
+                &items,
+                PUSH_IN_FLIGHT,
+                PUSH_TIMEOUT
+            ),
+            source.next_window(shared, key, window)
+        );
+        if let Some((position, peer, reason)) = report.failed.first() {
+            return Err(Error::PushFailed {
+                failed: report.failed.len(),
+                first: format!(
+                    "chunk {} to {}: {reason}",
+                    base + position,
+                    member_name(shared, peer)
+                ),
+            });
+        }
+        peers.extend(report.acknowledged.iter().map(|(_, peer)| *peer));
+        for index in base..base + items.len() {
+            bytes_done += u64::from(
+                plan.layout
+                    .plaintext_len(index as u32)
+                    .map_err(keyshare::Error::from)?,
+            );
+        }
+        progress(Progress {
+            chunks_done: hashes.len() as u32,
+            chunks_total: total,
+            bytes_done,
+            bytes_total: meta.bytes,
+            peers: peers.len(),
+        });
+        chunks = next?;
+    }
+    if hashes.len() != total as usize {
+        return Err(Error::CorruptRecord {
+            reason: format!(
+                "record {}/{} yielded {} chunks, {total} expected",
+                key.stream,
+                key.seq,
+                hashes.len()
             ),
         });
     }
+    Ok(hashes)
+}
 
+/// Encrypted chunks of a record, read and encrypted on demand.
+struct ChunkSource {
+    encryptor: Option<StreamEncryptor>,
+    next_piece: u32,
+    pieces: u32,
+    ready: VecDeque<EncryptedChunk>,
+}
+
+impl ChunkSource {
+    /// The next `want` chunks (fewer at the end of the record, none after it).
+    async fn next_window<T>(
+        &mut self,
+        shared: &Shared<T>,
+        key: &RecordKey,
+        want: usize,
+    ) -> Result<Vec<EncryptedChunk>, Error> {
+        while self.ready.len() < want
+            && let Some(mut encryptor) = self.encryptor.take()
+        {
+            if self.next_piece < self.pieces {
+                let piece = shared.private.piece(key, self.next_piece)?;
+                self.next_piece += 1;
+                let (encryptor, chunks) = shared
+                    .compute
+                    .run(move || {
+                        let chunks = encryptor.update(&piece);
+                        (encryptor, chunks)
+                    })
+                    .await?;
+                self.ready.extend(chunks.map_err(keyshare::Error::from)?);
+                self.encryptor = Some(encryptor);
+            } else {
+                let last = shared.compute.run(move || encryptor.finish()).await?;
+                self.ready.extend(last.map_err(keyshare::Error::from)?);
+            }
+        }
+        let take = want.min(self.ready.len());
+        Ok(self.ready.drain(..take).collect())
+    }
+}
+
+/// The master table of one share and its transactions (header and chunk records, then the
+/// sealed shares), derived from the plan's seed.
+fn plan_bodies<T>(
+    shared: &Shared<T>,
+    plan: &mut Plan,
+    chunk_hashes: Vec<ChunkHash>,
+) -> Result<(MasterTable, Vec<Body>), Error> {
+    let consortium = &shared.consortium;
+    let me = shared.me.id;
+    let file_id = plan.file_id;
     let holders: Vec<MemberId> = consortium
         .members
         .iter()
         .filter(|m| m.id != me)
         .map(|m| m.id)
         .collect();
-    let (shares, commitments) =
-        shared.with_rng(|rng| split(&secret, consortium.threshold, holders.len() as u32, rng))?;
+    let (shares, commitments) = split(
+        &plan.secret,
+        consortium.threshold,
+        holders.len() as u32,
+        &mut plan.rng,
+    )?;
     let mut sealed = Vec::with_capacity(shares.len());
     for (position, (share, holder)) in shares.iter().zip(&holders).enumerate() {
         let entry = consortium
@@ -229,14 +428,20 @@ async fn share_bytes<T: Transport>(
             share_index: position as u32 + 1,
             purpose: SealPurpose::Deposit,
         };
-        sealed.push(shared.with_rng(|rng| seal_share(share, &entry.sealing_key, &context, rng))?);
+        sealed.push(seal_share(
+            share,
+            &entry.sealing_key,
+            &context,
+            &mut plan.rng,
+        )?);
     }
     let table = MasterTable {
         file_id,
-        size_bytes,
+        size_bytes: plan.layout.file_size_bytes(),
         chunk_size_bytes: consortium.chunk_size_bytes,
         chunk_hashes,
-        chunk_owners: owners
+        chunk_owners: plan
+            .owners
             .iter()
             .map(|set| {
                 set.iter()
@@ -244,7 +449,7 @@ async fn share_bytes<T: Transport>(
                     .collect()
             })
             .collect(),
-        timestamp_ms: now_ms,
+        timestamp_ms: plan.timestamp_ms,
         threshold: consortium.threshold,
         holders,
         commitments,
@@ -258,13 +463,7 @@ async fn share_bytes<T: Transport>(
         file: file_id,
         shares: sealed,
     });
-    let receipts = shared.submit_applied_all(bodies).await?;
-    Ok(StoreReceipt {
-        file_id,
-        bytes: size_bytes,
-        chunks: layout.chunk_count(),
-        height: receipts[0].height,
-    })
+    Ok((table, bodies))
 }
 
 pub(crate) fn member_name<T>(shared: &Shared<T>, peer: &PeerId) -> String {

@@ -12,6 +12,9 @@ async fn auditor_recreates_a_file_without_its_owner() {
         members: 5,
         file_size_bytes: 3 << 20,
         seed: 11,
+        compute: node::Compute::pool(|job| {
+            tokio::task::spawn_blocking(job);
+        }),
     };
     let mut lines = Vec::new();
     let report = tokio::time::timeout(

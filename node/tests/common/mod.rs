@@ -101,6 +101,7 @@ pub fn start(network: &MemoryNetwork, count: usize) -> Vec<Member> {
                     seed: i as u64,
                     clock: node::system_clock(),
                     tick: Duration::from_millis(20),
+                    compute: node::Compute::inline(),
                 },
                 move |handler| Ok(Arc::new(network.attach(peer, handler))),
             )

@@ -1,0 +1,88 @@
+//! The compute seam: where the node's CPU-heavy work (chunk encryption and hashing, decryption,
+//! chain replay) runs.
+//!
+//! The library owns no threads (DESIGN.md "Determinism rules"): the binary hands in a pool, so a
+//! multi-core machine encrypts while the async workers keep serving peers; a test or the
+//! simulator runs the same closures inline on its one thread, where their order is the task
+//! order and a seed replays a run exactly.
+
+use std::sync::Arc;
+
+use tokio::sync::oneshot;
+
+use crate::error::Error;
+
+/// A unit of work handed to the pool.
+pub type Job = Box<dyn FnOnce() + Send>;
+
+/// Runs a [`Job`] somewhere else (e.g. `tokio::task::spawn_blocking`, a rayon pool).
+pub type Spawner = Arc<dyn Fn(Job) + Send + Sync>;
+
+/// Runs CPU-heavy closures on a pool the binary provides, or inline.
+#[derive(Clone, Default)]
+pub struct Compute {
+    pool: Option<Spawner>,
+}
+
+impl std::fmt::Debug for Compute {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str(if self.pool.is_some() {
+            "Compute::Pool"
+        } else {
+            "Compute::Inline"
+        })
+    }
+}
+
+impl Compute {
+    /// Runs every job inline, in the calling task: deterministic, one core.
+    pub fn inline() -> Self {
+        Self { pool: None }
+    }
+
+    /// Runs every job through `spawn`.
+    pub fn pool(spawn: impl Fn(Job) + Send + Sync + 'static) -> Self {
+        Self {
+            pool: Some(Arc::new(spawn)),
+        }
+    }
+
+    /// Runs `work` and returns its result. Fails only if the pool dropped the job (it is
+    /// shutting down).
+    pub async fn run<R: Send + 'static>(
+        &self,
+        work: impl FnOnce() -> R + Send + 'static,
+    ) -> Result<R, Error> {
+        let Some(spawn) = &self.pool else {
+            return Ok(work());
+        };
+        let (done, result) = oneshot::channel();
+        spawn(Box::new(move || {
+            let _ = done.send(work());
+        }));
+        result.await.map_err(|_| Error::Stopped)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[tokio::test(flavor = "current_thread")]
+    async fn inline_and_pool_give_the_same_result() {
+        let inline = Compute::inline().run(|| 6 * 7).await.unwrap_or(0);
+        let pool = Compute::pool(|job| {
+            std::thread::spawn(job);
+        })
+        .run(|| 6 * 7)
+        .await
+        .unwrap_or(0);
+        assert_eq!((inline, pool), (42, 42));
+    }
+
+    #[tokio::test(flavor = "current_thread")]
+    async fn a_pool_that_drops_jobs_reports_stopped() {
+        let dropping = Compute::pool(drop);
+        assert!(matches!(dropping.run(|| 1).await, Err(Error::Stopped)));
+    }
+}
