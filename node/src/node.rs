@@ -236,6 +236,14 @@ impl<T: Transport> Node<T> {
         crate::store::ingest(&self.shared, stream, bytes)
     }
 
+    /// How a record of the private database was shared, once it is.
+    pub fn record_shared(
+        &self,
+        key: &crate::RecordKey,
+    ) -> Result<Option<crate::SharedRecord>, Error> {
+        self.shared.private.shared(key)
+    }
+
     /// This member's name.
     pub fn name(&self) -> &str {
         &self.shared.me.name
@@ -255,6 +263,18 @@ impl<T: Transport> Node<T> {
     pub async fn shutdown(&self) {
         let _ = self.stop.send(true);
         let tasks = std::mem::take(&mut *self.tasks.lock().unwrap_or_else(PoisonError::into_inner));
+        for task in tasks {
+            let _ = task.await;
+        }
+    }
+
+    /// Stops the tasks where they are, as a power cut would: nothing is flushed or finished.
+    /// What survives is what the databases made durable (the simulator's and tests' crash).
+    pub async fn abort(&self) {
+        let tasks = std::mem::take(&mut *self.tasks.lock().unwrap_or_else(PoisonError::into_inner));
+        for task in &tasks {
+            task.abort();
+        }
         for task in tasks {
             let _ = task.await;
         }

@@ -14,6 +14,8 @@
 //! placement and transactions from it (DESIGN.md "Store", see `store.rs`).
 
 use std::path::Path;
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::{Arc, Mutex, PoisonError};
 
 use keyshare::FileId;
 use redb::{Database, ReadableDatabase, ReadableTable, StorageBackend, TableDefinition};
@@ -89,9 +91,15 @@ pub(crate) struct Intent {
     pub(crate) online: Vec<[u8; 32]>,
 }
 
+/// Opens the database again (after an I/O error redb refuses every later write until then).
+type Opener = Box<dyn Fn() -> Result<Database, redb::Error> + Send + Sync>;
+
 /// The private database.
 pub struct PrivateDb {
-    db: Database,
+    db: Mutex<Option<Arc<Database>>>,
+    open: Opener,
+    /// A commit failed: reopen before the next operation.
+    broken: AtomicBool,
 }
 
 fn key_of(key: &RecordKey) -> (&str, u64) {
@@ -123,25 +131,61 @@ fn decode<T: for<'de> Deserialize<'de>>(bytes: &[u8], what: &str) -> Result<T, E
 impl PrivateDb {
     /// Opens (or creates) `private.redb` at `path`.
     pub fn open_file(path: &Path) -> Result<Self, Error> {
-        Self::init(
-            Database::builder()
+        let path = path.to_owned();
+        Self::init(Box::new(move || {
+            Ok(Database::builder()
                 .set_cache_size(CACHE_BYTES)
-                .create(path)?,
-        )
+                .create(&path)?)
+        }))
     }
 
-    /// Opens on any redb backend.
-    pub fn open_backend(backend: impl StorageBackend) -> Result<Self, Error> {
-        Self::init(
-            Database::builder()
+    /// Opens on any redb backend (a clone of it each time the database is reopened).
+    pub fn open_backend(
+        backend: impl StorageBackend + Clone + Sync + 'static,
+    ) -> Result<Self, Error> {
+        Self::init(Box::new(move || {
+            Ok(Database::builder()
                 .set_cache_size(CACHE_BYTES)
-                .create_with_backend(backend)?,
-        )
+                .create_with_backend(backend.clone())?)
+        }))
+    }
+
+    fn init(open: Opener) -> Result<Self, Error> {
+        let db = Self {
+            db: Mutex::new(Some(Arc::new(open()?))),
+            open,
+            broken: AtomicBool::new(false),
+        };
+        db.prepare()?;
+        Ok(db)
+    }
+
+    /// The database, reopened first if a commit failed since the last operation.
+    fn db(&self) -> Result<Arc<Database>, Error> {
+        let mut slot = self.db.lock().unwrap_or_else(PoisonError::into_inner);
+        if self.broken.load(Ordering::SeqCst) || slot.is_none() {
+            // The old handle goes first: a file database may be open only once.
+            drop(slot.take());
+            let db = Arc::new((self.open)()?);
+            *slot = Some(db);
+            self.broken.store(false, Ordering::SeqCst);
+            tracing::info!("private database reopened after an error");
+        }
+        slot.clone().ok_or(Error::Stopped)
+    }
+
+    /// Commits `txn`; a failed commit leaves redb refusing writes, so the next operation
+    /// reopens the database.
+    fn commit(&self, txn: redb::WriteTransaction) -> Result<(), Error> {
+        txn.commit().map_err(|error| {
+            self.broken.store(true, Ordering::SeqCst);
+            Error::from(error)
+        })
     }
 
     /// Creates the tables and drops the pieces of records a crash cut short.
-    fn init(db: Database) -> Result<Self, Error> {
-        let txn = db.begin_write()?;
+    fn prepare(&self) -> Result<(), Error> {
+        let txn = self.db()?.begin_write()?;
         txn.open_table(RECORDS)?;
         txn.open_table(SHARED)?;
         txn.open_table(CLAIMED)?;
@@ -164,14 +208,14 @@ impl PrivateDb {
                 writing.remove((stream.as_str(), *seq))?;
             }
         }
-        txn.commit()?;
+        self.commit(txn)?;
         if !unfinished.is_empty() {
             tracing::warn!(
                 records = unfinished.len(),
                 "dropped records whose writing a crash interrupted"
             );
         }
-        Ok(Self { db })
+        Ok(())
     }
 
     /// Appends a record to `stream`, durably; returns its key. The ingest task shares it.
@@ -185,7 +229,7 @@ impl PrivateDb {
     /// shares it (the claim is committed with the record, so the ingest task never sees it
     /// unclaimed).
     pub fn writer(&self, stream: &str, claimed: bool) -> Result<RecordWriter<'_>, Error> {
-        let txn = self.db.begin_write()?;
+        let txn = self.db()?.begin_write()?;
         let seq = {
             let records = txn.open_table(RECORDS)?;
             let mut writing = txn.open_table(WRITING)?;
@@ -195,7 +239,7 @@ impl PrivateDb {
             writing.insert((stream, seq), ())?;
             seq
         };
-        txn.commit()?;
+        self.commit(txn)?;
         Ok(RecordWriter {
             db: self,
             key: RecordKey {
@@ -214,7 +258,7 @@ impl PrivateDb {
 
     /// A complete record's size, if it exists.
     pub fn meta(&self, key: &RecordKey) -> Result<Option<RecordMeta>, Error> {
-        let txn = self.db.begin_read()?;
+        let txn = self.db()?.begin_read()?;
         let records = txn.open_table(RECORDS)?;
         records
             .get(key_of(key))?
@@ -224,7 +268,7 @@ impl PrivateDb {
 
     /// Piece `index` of a record.
     pub fn piece(&self, key: &RecordKey, index: u32) -> Result<Vec<u8>, Error> {
-        let txn = self.db.begin_read()?;
+        let txn = self.db()?.begin_read()?;
         let pieces = txn.open_table(PIECES)?;
         pieces
             .get((key.stream.as_str(), key.seq, index))?
@@ -250,7 +294,7 @@ impl PrivateDb {
     /// Records for the ingest task: not yet shared and not claimed by a caller, oldest first per
     /// stream.
     pub fn unshared(&self) -> Result<Vec<RecordKey>, Error> {
-        let txn = self.db.begin_read()?;
+        let txn = self.db()?.begin_read()?;
         let records = txn.open_table(RECORDS)?;
         let shared = txn.open_table(SHARED)?;
         let claimed = txn.open_table(CLAIMED)?;
@@ -271,17 +315,17 @@ impl PrivateDb {
     /// Marks a record shared and forgets its intent, in one transaction.
     pub fn mark_shared(&self, key: &RecordKey, shared: &SharedRecord) -> Result<(), Error> {
         let bytes = encode(shared, "a shared record")?;
-        let txn = self.db.begin_write()?;
+        let txn = self.db()?.begin_write()?;
         txn.open_table(SHARED)?
             .insert(key_of(key), bytes.as_slice())?;
         txn.open_table(INTENTS)?.remove(key_of(key))?;
-        txn.commit()?;
+        self.commit(txn)?;
         Ok(())
     }
 
     /// How a record was shared, if it was.
     pub fn shared(&self, key: &RecordKey) -> Result<Option<SharedRecord>, Error> {
-        let txn = self.db.begin_read()?;
+        let txn = self.db()?.begin_read()?;
         let table = txn.open_table(SHARED)?;
         table
             .get(key_of(key))?
@@ -291,7 +335,7 @@ impl PrivateDb {
 
     /// The intent recorded for a record's share, if one is in progress.
     pub(crate) fn intent(&self, key: &RecordKey) -> Result<Option<Intent>, Error> {
-        let txn = self.db.begin_read()?;
+        let txn = self.db()?.begin_read()?;
         let table = txn.open_table(INTENTS)?;
         table
             .get(key_of(key))?
@@ -302,10 +346,10 @@ impl PrivateDb {
     /// Records the intent of a record's share, durably.
     pub(crate) fn put_intent(&self, key: &RecordKey, intent: &Intent) -> Result<(), Error> {
         let mut bytes = encode(intent, "a share intent")?;
-        let txn = self.db.begin_write()?;
+        let txn = self.db()?.begin_write()?;
         txn.open_table(INTENTS)?
             .insert(key_of(key), bytes.as_slice())?;
-        txn.commit()?;
+        self.commit(txn)?;
         bytes.zeroize();
         Ok(())
     }
@@ -374,7 +418,7 @@ impl RecordWriter<'_> {
     }
 
     fn commit_ready(&mut self, last: bool) -> Result<(), Error> {
-        let txn = self.db.db.begin_write()?;
+        let txn = self.db.db()?.begin_write()?;
         {
             let mut pieces = txn.open_table(PIECES)?;
             for piece in self.ready.drain(..) {
@@ -401,17 +445,17 @@ impl RecordWriter<'_> {
                 txn.open_table(CLAIMED)?.insert(key_of(&self.key), ())?;
             }
         }
-        txn.commit()?;
+        self.db.commit(txn)?;
         Ok(())
     }
 
     fn discard(&self) -> Result<(), Error> {
         let (stream, seq) = key_of(&self.key);
-        let txn = self.db.db.begin_write()?;
+        let txn = self.db.db()?.begin_write()?;
         txn.open_table(PIECES)?
             .retain_in((stream, seq, 0)..=(stream, seq, u32::MAX), |_, _| false)?;
         txn.open_table(WRITING)?.remove((stream, seq))?;
-        txn.commit()?;
+        self.db.commit(txn)?;
         Ok(())
     }
 }
@@ -433,9 +477,31 @@ mod tests {
 
     use super::*;
 
+    /// An in-memory disk that outlives the database on it.
+    #[derive(Debug, Clone, Default)]
+    struct Disk(Arc<InMemoryBackend>);
+
+    impl StorageBackend for Disk {
+        fn len(&self) -> Result<u64, std::io::Error> {
+            self.0.len()
+        }
+        fn read(&self, offset: u64, out: &mut [u8]) -> Result<(), std::io::Error> {
+            self.0.read(offset, out)
+        }
+        fn set_len(&self, len: u64) -> Result<(), std::io::Error> {
+            self.0.set_len(len)
+        }
+        fn sync_data(&self) -> Result<(), std::io::Error> {
+            self.0.sync_data()
+        }
+        fn write(&self, offset: u64, data: &[u8]) -> Result<(), std::io::Error> {
+            self.0.write(offset, data)
+        }
+    }
+
     #[test]
     fn a_record_of_many_pieces_reads_back_whole() {
-        let db = PrivateDb::open_backend(InMemoryBackend::new()).unwrap();
+        let db = PrivateDb::open_backend(Disk::default()).unwrap();
         let data: Vec<u8> = (0..(2 * PIECE_BYTES + 12_345))
             .map(|i| (i % 251) as u8)
             .collect();
@@ -455,7 +521,7 @@ mod tests {
 
     #[test]
     fn an_abandoned_writer_leaves_nothing_and_its_number_is_not_reused_while_open() {
-        let db = PrivateDb::open_backend(InMemoryBackend::new()).unwrap();
+        let db = PrivateDb::open_backend(Disk::default()).unwrap();
         let first = db.writer("s", false).unwrap();
         let second = db.writer("s", false).unwrap();
         assert_eq!((first.key().seq, second.key().seq), (1, 2));
@@ -475,25 +541,6 @@ mod tests {
 
     #[test]
     fn pieces_of_a_record_cut_short_by_a_crash_are_dropped_on_open() {
-        #[derive(Debug, Clone, Default)]
-        struct Disk(std::sync::Arc<InMemoryBackend>);
-        impl StorageBackend for Disk {
-            fn len(&self) -> Result<u64, std::io::Error> {
-                self.0.len()
-            }
-            fn read(&self, offset: u64, out: &mut [u8]) -> Result<(), std::io::Error> {
-                self.0.read(offset, out)
-            }
-            fn set_len(&self, len: u64) -> Result<(), std::io::Error> {
-                self.0.set_len(len)
-            }
-            fn sync_data(&self) -> Result<(), std::io::Error> {
-                self.0.sync_data()
-            }
-            fn write(&self, offset: u64, data: &[u8]) -> Result<(), std::io::Error> {
-                self.0.write(offset, data)
-            }
-        }
         let disk = Disk::default();
         {
             let db = PrivateDb::open_backend(disk.clone()).unwrap();
@@ -503,7 +550,7 @@ mod tests {
             std::mem::forget(writer);
         }
         let db = PrivateDb::open_backend(disk).unwrap();
-        let txn = db.db.begin_read().unwrap();
+        let txn = db.db().unwrap().begin_read().unwrap();
         assert_eq!(txn.open_table(PIECES).unwrap().len().unwrap(), 0);
         assert_eq!(txn.open_table(WRITING).unwrap().len().unwrap(), 0);
         assert!(db.unshared().unwrap().is_empty());

@@ -97,6 +97,13 @@ impl MemoryNetwork {
         }
     }
 
+    /// Removes `peer` and drops its handler (a crashed process): it is unknown until attached
+    /// again.
+    pub fn detach(&self, peer: PeerId) {
+        let handler = self.hub().handlers.remove(&peer);
+        drop(handler);
+    }
+
     /// Makes `peer` unreachable (`true`) or reachable again.
     pub fn set_down(&self, peer: PeerId, down: bool) {
         let mut hub = self.hub();
