@@ -140,9 +140,7 @@ impl PrivateDb {
     }
 
     /// Opens on any redb backend (a clone of it each time the database is reopened).
-    pub fn open_backend(
-        backend: impl StorageBackend + Clone + Sync + 'static,
-    ) -> Result<Self, Error> {
+    pub fn open_backend(backend: impl StorageBackend + Clone + 'static) -> Result<Self, Error> {
         Self::init(Box::new(move || {
             Ok(Database::builder()
                 .set_cache_size(CACHE_BYTES)
