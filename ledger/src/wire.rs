@@ -114,14 +114,16 @@ impl WireMessage {
         }
     }
 
-    /// What the message is, for logs and tests: `raft`, `snapshot-offer` (Raft's `MsgSnapshot`,
-    /// carrying a descriptor), `snapshot-request`, `snapshot-piece`, `snapshot-unavailable` or
-    /// `snapshot-abort`.
+    /// What the message is, for logs and tests: `proposal` (Raft's `MsgPropose`: submissions a
+    /// follower forwards to its leader), `raft` (any other Raft message), `snapshot-offer`
+    /// (Raft's `MsgSnapshot`, carrying a descriptor), `snapshot-request`, `snapshot-piece`,
+    /// `snapshot-unavailable` or `snapshot-abort`.
     pub fn kind(&self) -> &'static str {
         match &self.0 {
             Envelope::Raft(raft) if raft.msg_type == MessageType::MsgSnapshot.value() => {
                 "snapshot-offer"
             }
+            Envelope::Raft(raft) if raft.msg_type == MessageType::MsgPropose.value() => "proposal",
             Envelope::Raft(_) => "raft",
             Envelope::Transfer { transfer, .. } => match transfer {
                 Transfer::Request { .. } => "snapshot-request",

@@ -64,11 +64,16 @@ where
 /// Bytes buffered in each direction of an in-memory stream.
 const PIPE_CAPACITY_BYTES: usize = 1 << 20;
 
+/// Picks the messages to refuse by payload.
+type MessageFilter = Arc<dyn Fn(&[u8]) -> bool + Send + Sync>;
+
 #[derive(Default)]
 struct Hub {
     handlers: BTreeMap<PeerId, Arc<dyn Handler>>,
     down: BTreeSet<PeerId>,
     latency: BTreeMap<(PeerId, PeerId), Duration>,
+    /// Messages (not requests) from a peer still to be refused, and which.
+    refused_messages: BTreeMap<PeerId, (u32, MessageFilter)>,
 }
 
 /// An in-process network of peers: register a handler per peer, then get a [`MemoryTransport`]
@@ -111,6 +116,31 @@ impl MemoryNetwork {
             hub.down.insert(peer);
         } else {
             hub.down.remove(&peer);
+        }
+    }
+
+    /// Refuses the next `count` messages `peer` sends whose payload `which` picks, as a
+    /// transport that fails would (`send_message` returns an error).
+    pub fn refuse_messages_from(
+        &self,
+        peer: PeerId,
+        count: u32,
+        which: impl Fn(&[u8]) -> bool + Send + Sync + 'static,
+    ) {
+        self.hub()
+            .refused_messages
+            .insert(peer, (count, Arc::new(which)));
+    }
+
+    /// Whether this message from `from` is one to refuse (and counts it).
+    fn refuse_message(&self, from: PeerId, payload: &[u8]) -> bool {
+        let mut hub = self.hub();
+        match hub.refused_messages.get_mut(&from) {
+            Some((left, which)) if *left > 0 && which(payload) => {
+                *left -= 1;
+                true
+            }
+            _ => false,
         }
     }
 
@@ -195,6 +225,12 @@ impl Transport for MemoryTransport {
     }
 
     async fn send_message(&self, peer: PeerId, payload: Vec<u8>) -> Result<(), TransportError> {
+        if self.network.refuse_message(self.local, &payload) {
+            return Err(TransportError::Unreachable {
+                peer,
+                reason: "message refused (injected)".to_owned(),
+            });
+        }
         let (handler, there, _) = self.network.route(self.local, peer)?;
         let from = self.local;
         tokio::spawn(async move {
