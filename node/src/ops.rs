@@ -145,12 +145,14 @@ impl<T: Transport> Node<T> {
                 report.problem = Some(format!("block {from} is missing from the store"));
                 break;
             }
-            let checked = tokio::task::spawn_blocking(move || {
-                let result = replay(&mut state, &blocks);
-                (state, result)
-            })
-            .await
-            .map_err(|_| Error::Stopped)?;
+            let checked = self
+                .shared
+                .compute
+                .run(move || {
+                    let result = replay(&mut state, &blocks);
+                    (state, result)
+                })
+                .await?;
             state = checked.0;
             let (count, txs) = match checked.1 {
                 Ok(counts) => counts,

@@ -10,6 +10,7 @@ use std::future::Future;
 use std::sync::{Arc, Mutex, PoisonError};
 use std::time::Duration;
 
+use keyshare::ChunkHash;
 use tokio::io::AsyncWriteExt;
 
 use crate::error::TransportError;
@@ -74,6 +75,29 @@ struct Hub {
     latency: BTreeMap<(PeerId, PeerId), Duration>,
     /// Messages (not requests) from a peer still to be refused, and which.
     refused_messages: BTreeMap<PeerId, (u32, MessageFilter)>,
+    /// Everything sent, while tracing.
+    trace: Option<Trace>,
+}
+
+struct Trace {
+    start: tokio::time::Instant,
+    events: Vec<TraceEvent>,
+}
+
+/// One request or message sent on a traced [`MemoryNetwork`]: when (on the runtime's clock, so
+/// virtual under a paused runtime), who to whom, and a digest of what.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct TraceEvent {
+    /// Milliseconds since tracing started.
+    pub at_ms: u64,
+    /// The sender.
+    pub from: PeerId,
+    /// The addressee.
+    pub to: PeerId,
+    /// `true` for a request (chunk, ping), `false` for a message (ledger traffic).
+    pub request: bool,
+    /// SHA3-256 of the encoded request or message.
+    pub digest: ChunkHash,
 }
 
 /// An in-process network of peers: register a handler per peer, then get a [`MemoryTransport`]
@@ -144,6 +168,36 @@ impl MemoryNetwork {
         }
     }
 
+    /// Starts recording every request and message sent (see [`Self::trace`]), for tests that
+    /// check a run is deterministic.
+    pub fn start_trace(&self) {
+        self.hub().trace = Some(Trace {
+            start: tokio::time::Instant::now(),
+            events: Vec::new(),
+        });
+    }
+
+    /// What was sent since [`Self::start_trace`], in order.
+    pub fn trace(&self) -> Vec<TraceEvent> {
+        self.hub()
+            .trace
+            .as_ref()
+            .map(|trace| trace.events.clone())
+            .unwrap_or_default()
+    }
+
+    fn record(&self, from: PeerId, to: PeerId, request: bool, bytes: &[u8]) {
+        if let Some(trace) = self.hub().trace.as_mut() {
+            trace.events.push(TraceEvent {
+                at_ms: trace.start.elapsed().as_millis() as u64,
+                from,
+                to,
+                request,
+                digest: ChunkHash::of(bytes),
+            });
+        }
+    }
+
     /// Sets the one-way latency from `from` to `to`.
     pub fn set_latency(&self, from: PeerId, to: PeerId, latency: Duration) {
         self.hub().latency.insert((from, to), latency);
@@ -181,6 +235,10 @@ pub struct MemoryTransport {
 
 impl MemoryTransport {
     async fn exchange(&self, peer: PeerId, request: Request) -> Result<Response, TransportError> {
+        if self.network.hub().trace.is_some() {
+            let encoded = postcard::to_allocvec(&request).unwrap_or_default();
+            self.network.record(self.local, peer, true, &encoded);
+        }
         let (handler, there, back) = self.network.route(self.local, peer)?;
         let bad_reply = |source| TransportError::BadReply { peer, source };
         let (client, server) = tokio::io::duplex(PIPE_CAPACITY_BYTES);
@@ -231,6 +289,7 @@ impl Transport for MemoryTransport {
                 reason: "message refused (injected)".to_owned(),
             });
         }
+        self.network.record(self.local, peer, false, &payload);
         let (handler, there, _) = self.network.route(self.local, peer)?;
         let from = self.local;
         tokio::spawn(async move {

@@ -174,6 +174,25 @@ pub fn start_member(
     disks: Disks,
     seed: u64,
 ) -> Member {
+    start_member_with(
+        network,
+        consortium,
+        index,
+        disks,
+        seed,
+        node::system_clock(),
+    )
+}
+
+/// [`start_member`] on a given wall clock.
+pub fn start_member_with(
+    network: &MemoryNetwork,
+    consortium: &Consortium,
+    index: usize,
+    disks: Disks,
+    seed: u64,
+    clock: node::Clock,
+) -> Member {
     let keys = keys(consortium.members.len()).swap_remove(index);
     let peer = PeerId::from_bytes(*consortium.members[index].id.as_bytes());
     let attach = network.clone();
@@ -192,7 +211,7 @@ pub fn start_member(
             },
             policy: ReleasePolicy::default(),
             seed,
-            clock: node::system_clock(),
+            clock,
             tick: Duration::from_millis(20),
             compute: node::Compute::inline(),
         },
