@@ -96,15 +96,27 @@ pub struct RedbStore {
     index: TxIndex,
 }
 
+/// Page cache of the ledger database (redb's default is 1 GiB): enough for the log and the recent
+/// blocks a replica reads back, without letting a node's memory grow with its chain.
+const CACHE_BYTES: usize = 64 << 20;
+
 impl RedbStore {
     /// Opens (or creates) the database file at `path`.
     pub fn open_file(path: &Path) -> Result<Self, StoreError> {
-        Self::init(Database::create(path)?)
+        Self::init(
+            Database::builder()
+                .set_cache_size(CACHE_BYTES)
+                .create(path)?,
+        )
     }
 
     /// Opens a database on any redb backend (in-memory, fault-injecting, ...).
     pub fn open_backend(backend: impl StorageBackend) -> Result<Self, StoreError> {
-        Self::init(Database::builder().create_with_backend(backend)?)
+        Self::init(
+            Database::builder()
+                .set_cache_size(CACHE_BYTES)
+                .create_with_backend(backend)?,
+        )
     }
 
     fn init(db: Database) -> Result<Self, StoreError> {

@@ -2,7 +2,8 @@
 //! from the member's key directory. The CLI's `store`, `request`, `fetch`, `status`, `file show`
 //! and `chain verify` are thin clients of it.
 //!
-//! Routes (all JSON; errors are `{"error": "..."}` with a 4xx/5xx status):
+//! Routes (JSON unless framed; errors are `{"error": "..."}` with a 4xx/5xx status, or an error
+//! frame once a framed answer has begun):
 //! - `POST /v1/store` — body: the raw bytes, streamed (any size up to
 //!   [`crate::MAX_RECORD_BYTES`]) → [`crate::StoreReceipt`]; with `Accept:`
 //!   [`frames::CONTENT_TYPE`], a framed stream of progress frames and then the receipt

@@ -486,7 +486,7 @@ fn fetch(
         std::path::absolute(out).with_context(|| format!("cannot resolve {}", out.display()))?;
     let client = Client::streaming(config)?;
     let mut partial = PartialFile::create(&out)?;
-    let bar = progress_bar(json, 0, "waiting for released shares");
+    let bar = progress_bar(json, 0, "waiting for released shares, then fetching");
     let mut answer = client.post_json_frames(
         "/v1/fetch",
         &FetchBody {
@@ -525,25 +525,38 @@ fn fetch(
     }
 }
 
-/// A byte progress bar on stderr when it is a terminal and output is not JSON; hidden otherwise.
+/// A progress bar on stderr when it is a terminal and output is not JSON; hidden otherwise. With
+/// `len` 0 (the size is not known yet) it starts as a spinner.
 fn progress_bar(json: bool, len: u64, message: &'static str) -> indicatif::ProgressBar {
     if json || !std::io::stderr().is_terminal() {
         return indicatif::ProgressBar::hidden();
     }
     let bar = indicatif::ProgressBar::new(len).with_message(message);
-    bar.set_style(
-        indicatif::ProgressStyle::with_template(
-            "{spinner} {msg:<40} [{bar:30}] {bytes}/{total_bytes} {binary_bytes_per_sec} eta {eta}",
-        )
-        .unwrap_or_else(|_| indicatif::ProgressStyle::default_bar())
-        .progress_chars("=> "),
-    );
+    if len == 0 {
+        bar.set_style(
+            indicatif::ProgressStyle::with_template("{spinner} {msg}")
+                .unwrap_or_else(|_| indicatif::ProgressStyle::default_spinner()),
+        );
+    } else {
+        bar.set_style(bytes_style());
+    }
     bar.enable_steady_tick(Duration::from_millis(100));
     bar
 }
 
+fn bytes_style() -> indicatif::ProgressStyle {
+    indicatif::ProgressStyle::with_template(
+        "{spinner} {msg:<40} [{bar:30}] {bytes}/{total_bytes} {binary_bytes_per_sec} eta {eta}",
+    )
+    .unwrap_or_else(|_| indicatif::ProgressStyle::default_bar())
+    .progress_chars("=> ")
+}
+
 fn show(bar: &indicatif::ProgressBar, verb: &str, progress: &node::Progress) {
-    bar.set_length(progress.bytes_total);
+    if bar.length() != Some(progress.bytes_total) {
+        bar.set_style(bytes_style());
+        bar.set_length(progress.bytes_total);
+    }
     bar.set_position(progress.bytes_done);
     bar.set_message(format!(
         "{verb} {}/{} chunks, {} peers",

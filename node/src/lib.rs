@@ -8,8 +8,11 @@
 //! over a private record database ([`PrivateDb`]). [`api`] is the admin HTTP API; [`config`]
 //! the files `blocktorrent init` writes; [`demo`] the one-process demonstration.
 //!
-//! What it does not do: own the clock, the RNG seed, the transport or the disks — they are
-//! passed in ([`NodeOptions`]), so the same code runs under the simulator's virtual time.
+//! What it does not do: own the clock, the RNG seed, the transport, the disks or any thread —
+//! they are passed in ([`NodeOptions`]; CPU-heavy work runs through [`Compute`], a pool in the
+//! binary and inline under a test or the simulator), so the same code runs deterministically
+//! under the simulator's virtual time. It writes no file a client names: `fetch` streams the
+//! plaintext to its caller ([`FetchEvent`], framed by [`frames`] on the admin API).
 
 pub mod api;
 mod compute;

@@ -202,7 +202,7 @@ impl<T: Transport> Node<T> {
     }
 
     /// Writes `bytes` to the private database as a new record and shares it; returns once the
-    /// master table and the shares are on the ledger. See [`Self::store_record`].
+    /// master table and the shares are on the ledger. See [`Self::share`].
     pub async fn store(&self, bytes: Vec<u8>) -> Result<crate::StoreReceipt, Error> {
         let mut writer = self.record_writer()?;
         writer.write(&bytes)?;

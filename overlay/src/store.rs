@@ -23,6 +23,10 @@ const USAGE: TableDefinition<&[u8; 32], u64> = TableDefinition::new("usage");
 /// The largest chunk the store accepts: the largest ciphertext chunk keyshare produces.
 pub const MAX_STORED_CHUNK_BYTES: usize = MAX_CHUNK_SIZE_BYTES as usize + TAG_SIZE_BYTES as usize;
 
+/// Page cache of the store. Chunks are written once and read rarely, so caching them buys little;
+/// redb's default (1 GiB) would let a node's memory grow with the data it holds.
+const CACHE_BYTES: usize = 64 << 20;
+
 /// A redb-backed, hash-verified chunk store.
 pub struct ChunkStore {
     db: Database,
@@ -32,7 +36,12 @@ pub struct ChunkStore {
 impl ChunkStore {
     /// Opens (or creates) the store file at `path`; each pusher may store up to `quota_bytes`.
     pub fn open_file(path: &Path, quota_bytes: u64) -> Result<Self, StoreError> {
-        Self::init(Database::create(path)?, quota_bytes)
+        Self::init(
+            Database::builder()
+                .set_cache_size(CACHE_BYTES)
+                .create(path)?,
+            quota_bytes,
+        )
     }
 
     /// Opens a store on any redb backend (in-memory for tests and the simulator).
@@ -41,7 +50,9 @@ impl ChunkStore {
         quota_bytes: u64,
     ) -> Result<Self, StoreError> {
         Self::init(
-            Database::builder().create_with_backend(backend)?,
+            Database::builder()
+                .set_cache_size(CACHE_BYTES)
+                .create_with_backend(backend)?,
             quota_bytes,
         )
     }
