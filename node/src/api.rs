@@ -39,6 +39,8 @@ use crate::node::Node;
 
 /// Largest JSON body the other routes accept.
 const MAX_JSON_BYTES: usize = 1 << 20;
+/// The longest a fetch waits for shares (a day).
+const MAX_FETCH_TIMEOUT_SECS: u64 = 86_400;
 /// Fetch events buffered between the fetch and a slow client.
 const FETCH_QUEUE: usize = 16;
 
@@ -102,17 +104,21 @@ struct ApiError(StatusCode, String);
 
 impl From<Error> for ApiError {
     fn from(error: Error) -> Self {
-        let status = match &error {
-            Error::UnknownFile { .. } => StatusCode::NOT_FOUND,
-            Error::Invalid(_)
-            | Error::NoAccessRequest { .. }
-            | Error::Io { .. }
-            | Error::Rejected(_)
-            | Error::Submit(_) => StatusCode::BAD_REQUEST,
-            Error::NotEnoughShares { .. } | Error::Timeout { .. } => StatusCode::GATEWAY_TIMEOUT,
-            _ => StatusCode::INTERNAL_SERVER_ERROR,
-        };
-        Self(status, error.to_string())
+        Self(status_of(&error), error.to_string())
+    }
+}
+
+fn status_of(error: &Error) -> StatusCode {
+    match error {
+        Error::UnknownFile { .. } => StatusCode::NOT_FOUND,
+        Error::Invalid(_)
+        | Error::NoAccessRequest { .. }
+        | Error::Io { .. }
+        | Error::Rejected(_)
+        | Error::Submit(_) => StatusCode::BAD_REQUEST,
+        Error::NotEnoughShares { .. } | Error::Timeout { .. } => StatusCode::GATEWAY_TIMEOUT,
+        Error::StoreFailed { source, .. } => status_of(source),
+        _ => StatusCode::INTERNAL_SERVER_ERROR,
     }
 }
 
@@ -242,6 +248,30 @@ async fn store<T: Transport>(
 ) -> Result<Response, ApiError> {
     authorize(&state, &headers)?;
     let node = state.node.clone();
+    // A file the ledger could not register is refused before its bytes are uploaded.
+    if let Some(len) = headers
+        .get(header::CONTENT_LENGTH)
+        .and_then(|value| value.to_str().ok())
+        .and_then(|value| value.parse::<u64>().ok())
+    {
+        let consortium = &node.shared.consortium;
+        if len > crate::MAX_RECORD_BYTES {
+            return Err(ApiError(
+                StatusCode::PAYLOAD_TOO_LARGE,
+                format!(
+                    "a file may hold at most {} bytes; this one holds {len}",
+                    crate::MAX_RECORD_BYTES
+                ),
+            ));
+        }
+        ledger::check_table_plan(len, consortium.chunk_size_bytes, consortium.replication)
+            .map_err(|error| {
+                ApiError(
+                    StatusCode::PAYLOAD_TOO_LARGE,
+                    format!("cannot store {len} bytes: {error}"),
+                )
+            })?;
+    }
     let key = {
         let mut writer = node.record_writer()?;
         while let Some(frame) =
@@ -259,11 +289,13 @@ async fn store<T: Transport>(
         }
         writer.finish()?
     };
-    if !accepts_frames(&headers) {
-        return Ok(Json(node.share(&key, &mut |_| {}).await?).into_response());
-    }
     // The share runs to its end in its own task even if the client goes away, so a store is
     // never abandoned half-way by a dropped connection.
+    if !accepts_frames(&headers) {
+        let share = tokio::spawn(async move { node.share(&key, &mut |_| {}).await });
+        let receipt = share.await.map_err(|_| Error::Stopped)??;
+        return Ok(Json(receipt).into_response());
+    }
     let (frames, body) = mpsc::unbounded_channel();
     tokio::spawn(async move {
         let progress_frames = frames.clone();
@@ -293,7 +325,7 @@ async fn fetch<T: Transport>(
 ) -> Result<Response, ApiError> {
     authorize(&state, &headers)?;
     let node = state.node.clone();
-    let timeout = Duration::from_secs(body.timeout_secs);
+    let timeout = Duration::from_secs(body.timeout_secs.min(MAX_FETCH_TIMEOUT_SECS));
     let (events, mut received) = mpsc::channel(FETCH_QUEUE);
     let (frames, response) = mpsc::channel(FETCH_QUEUE);
     tokio::spawn(async move {
@@ -308,7 +340,8 @@ async fn fetch<T: Transport>(
                     FetchEvent::Progress(progress) => json_frame(FrameKind::Progress, &progress),
                 };
                 if frames.send(frame).await.is_err() {
-                    // The client went away: dropping the receiver stops the fetch.
+                    // The client went away: closing the event channel stops the fetch.
+                    received.close();
                     return;
                 }
             }

@@ -447,6 +447,10 @@ fn store(config: &Path, path: &Path, json: bool) -> anyhow::Result<()> {
             human_bytes(node::MAX_RECORD_BYTES)
         ));
     }
+    // Refused here, not after an upload the node would refuse.
+    let consortium = node::config::LoadedConfig::load(config)?.consortium;
+    ledger::check_table_plan(len, consortium.chunk_size_bytes, consortium.replication)
+        .map_err(|error| anyhow!("cannot store {}: {error}", path.display()))?;
     let client = Client::streaming(config)?;
     let bar = progress_bar(json, len, "uploading");
     let mut upload = bar.wrap_read(std::io::BufReader::with_capacity(1 << 20, file));

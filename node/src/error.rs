@@ -112,6 +112,17 @@ pub enum Error {
     /// Bad input from a caller.
     #[error("{0}")]
     Invalid(String),
+
+    /// A `store` failed; the record will not be shared later behind its caller's back.
+    #[error("storing record {record} failed: {source}{}", may_complete(file.as_ref()))]
+    StoreFailed {
+        /// The record (stream/seq).
+        record: String,
+        /// The file, if its transactions were submitted (it may still complete on the ledger).
+        file: Option<keyshare::FileId>,
+        /// Why.
+        source: Box<Error>,
+    },
 }
 
 impl Error {
@@ -181,3 +192,12 @@ crypto_errors!(
     keyshare::ShareError,
     keyshare::SealError
 );
+
+fn may_complete(file: Option<&keyshare::FileId>) -> String {
+    file.map(|file| {
+        format!(
+            " (its transactions were submitted: file {file} may still complete; see `blocktorrent file show {file}`)"
+        )
+    })
+    .unwrap_or_default()
+}

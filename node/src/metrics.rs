@@ -23,8 +23,26 @@ pub struct Metrics {
     pub ledger_healthy: AtomicU64,
     /// Times the ledger failed and was reopened.
     pub ledger_restarts: AtomicU64,
+    /// Fetches running now (each holds up to two windows of chunks).
+    pub fetches_active: AtomicU64,
     /// Last measured RTT per peer name, in microseconds.
     pub peer_rtt_us: Mutex<BTreeMap<String, u64>>,
+}
+
+/// Counts one unit in a gauge while it lives.
+pub(crate) struct GaugeGuard<'a>(&'a AtomicU64);
+
+impl<'a> GaugeGuard<'a> {
+    pub(crate) fn new(gauge: &'a AtomicU64) -> Self {
+        gauge.fetch_add(1, Ordering::Relaxed);
+        Self(gauge)
+    }
+}
+
+impl Drop for GaugeGuard<'_> {
+    fn drop(&mut self) {
+        self.0.fetch_sub(1, Ordering::Relaxed);
+    }
 }
 
 impl Metrics {
@@ -78,6 +96,12 @@ impl Metrics {
                 "counter",
                 "Times the ledger failed and was reopened from its durable state.",
                 &self.ledger_restarts,
+            ),
+            (
+                "blocktorrent_fetches_active",
+                "gauge",
+                "Fetches running now.",
+                &self.fetches_active,
             ),
         ];
         for (name, kind, help, value) in counters {

@@ -220,15 +220,17 @@ impl<T: Transport> Node<T> {
 
     /// Shares a record written with [`Self::record_writer`]: encrypted and pushed window by
     /// window, then registered, reporting `progress` as chunks are acknowledged. If sharing
-    /// fails the error is the caller's to act on: the record is not shared later behind its back
-    /// (a second `store` of the same bytes would otherwise make two files). Sharing a record
-    /// again once it is shared returns the first receipt.
+    /// fails the error is the caller's to act on ([`Error::StoreFailed`]): the node does not
+    /// push or submit for the record again (the caller asked for one store and was told it
+    /// failed). If none of its transactions was submitted the record is removed; otherwise the
+    /// error names the file, which may still complete on the ledger, and the node then marks
+    /// the record shared. Sharing a record again once it is shared returns the first receipt.
     pub async fn share(
         &self,
         key: &crate::RecordKey,
         progress: crate::ProgressSink<'_>,
     ) -> Result<crate::StoreReceipt, Error> {
-        crate::store::share_record(&self.shared, key, progress).await
+        crate::store::share_claimed(&self.shared, key, progress).await
     }
 
     /// Writes a record to `stream` and returns at once; the ingest task shares it.

@@ -4,7 +4,7 @@
 //!
 //! A record is written here first, durably, so a crash between arrival and sharing loses
 //! nothing: the ingest watcher picks up every record that is not yet marked shared. Records are
-//! kept in pieces of [`PIECE_BYTES`], written a few megabytes per transaction, so a record of any
+//! kept in pieces of [`PIECE_BYTES`], written 16 MiB per transaction, so a record of any
 //! size up to [`MAX_RECORD_BYTES`] passes through bounded memory; a record counts as written
 //! only once its last transaction lists it, and the pieces of one cut short by a crash are
 //! removed when the database is next opened.
@@ -20,7 +20,7 @@ use std::sync::{Arc, Mutex, PoisonError};
 use keyshare::FileId;
 use redb::{Database, ReadableDatabase, ReadableTable, StorageBackend, TableDefinition};
 use serde::{Deserialize, Serialize};
-use zeroize::{Zeroize, ZeroizeOnDrop};
+use zeroize::{Zeroize, ZeroizeOnDrop, Zeroizing};
 
 use crate::error::Error;
 
@@ -79,7 +79,8 @@ pub struct RecordMeta {
 
 /// Everything a share of one record is derived from, recorded before any chunk is pushed. The
 /// seed is as secret as the record beside it (it yields the file key): it never leaves this
-/// database, and is wiped from memory on drop.
+/// database, and this value is wiped from memory on drop (the RNG a share derives from it is
+/// not: rand's `StdRng` does not zeroize; it lives for one share attempt).
 #[derive(Clone, Serialize, Deserialize, Zeroize, ZeroizeOnDrop)]
 pub(crate) struct Intent {
     /// Seeds the file nonce, the file secret, the share polynomial and the sealing.
@@ -89,6 +90,10 @@ pub(crate) struct Intent {
     /// The members that were online when placement was decided (placement is a function of
     /// this set, so every attempt picks the same owners).
     pub(crate) online: Vec<[u8; 32]>,
+    /// Set (durably) before the first transaction is submitted. Until then nothing of this
+    /// share can reach the chain, so the intent may be dropped and the record placed afresh
+    /// (when an owner stays away); from then on every attempt must be this one.
+    pub(crate) submitted: bool,
 }
 
 /// Opens the database again (after an I/O error redb refuses every later write until then).
@@ -104,6 +109,20 @@ pub struct PrivateDb {
 
 fn key_of(key: &RecordKey) -> (&str, u64) {
     (key.stream.as_str(), key.seq)
+}
+
+/// Deletes every row about `key`: pieces, listing, claim, intent, writing mark.
+fn remove_rows(txn: &redb::WriteTransaction, key: &RecordKey) -> Result<(), Error> {
+    let (stream, seq) = key_of(key);
+    txn.open_table(PIECES)?
+        .retain_in((stream, seq, 0)..=(stream, seq, u32::MAX), |_, _| false)?;
+    for table in [RECORDS, INTENTS] {
+        txn.open_table(table)?.remove((stream, seq))?;
+    }
+    for table in [CLAIMED, WRITING] {
+        txn.open_table(table)?.remove((stream, seq))?;
+    }
+    Ok(())
 }
 
 /// The highest sequence number `table` holds for `stream`.
@@ -251,6 +270,7 @@ impl PrivateDb {
             next_piece: 0,
             bytes: 0,
             finished: false,
+            failed: false,
         })
     }
 
@@ -341,15 +361,53 @@ impl PrivateDb {
             .transpose()
     }
 
+    /// Claimed records that are not shared but whose share was submitted, with their intents.
+    pub(crate) fn claimed_in_flight(&self) -> Result<Vec<(RecordKey, Intent)>, Error> {
+        let txn = self.db()?.begin_read()?;
+        let intents = txn.open_table(INTENTS)?;
+        let claimed = txn.open_table(CLAIMED)?;
+        let shared = txn.open_table(SHARED)?;
+        let mut out = Vec::new();
+        for item in intents.iter()? {
+            let (key, value) = item?;
+            let (stream, seq) = key.value();
+            if claimed.get((stream, seq))?.is_none() || shared.get((stream, seq))?.is_some() {
+                continue;
+            }
+            let intent: Intent = decode(value.value(), "share intent")?;
+            if intent.submitted {
+                let key = RecordKey {
+                    stream: stream.to_owned(),
+                    seq,
+                };
+                out.push((key, intent));
+            }
+        }
+        Ok(out)
+    }
+
     /// Records the intent of a record's share, durably.
     pub(crate) fn put_intent(&self, key: &RecordKey, intent: &Intent) -> Result<(), Error> {
-        let mut bytes = encode(intent, "a share intent")?;
+        let bytes = Zeroizing::new(encode(intent, "a share intent")?);
         let txn = self.db()?.begin_write()?;
         txn.open_table(INTENTS)?
             .insert(key_of(key), bytes.as_slice())?;
-        self.commit(txn)?;
-        bytes.zeroize();
-        Ok(())
+        self.commit(txn)
+    }
+
+    /// Forgets the intent of a share none of whose transactions was submitted.
+    pub(crate) fn drop_intent(&self, key: &RecordKey) -> Result<(), Error> {
+        let txn = self.db()?.begin_write()?;
+        txn.open_table(INTENTS)?.remove(key_of(key))?;
+        self.commit(txn)
+    }
+
+    /// Removes a record and everything about it (a `store` that failed before anything of it
+    /// could reach the chain: its caller was told, and nobody will share it).
+    pub(crate) fn remove_record(&self, key: &RecordKey) -> Result<(), Error> {
+        let txn = self.db()?.begin_write()?;
+        remove_rows(&txn, key)?;
+        self.commit(txn)
     }
 }
 
@@ -366,6 +424,8 @@ pub struct RecordWriter<'a> {
     next_piece: u32,
     bytes: u64,
     finished: bool,
+    /// A commit failed: the record is incomplete and this writer refuses further work.
+    failed: bool,
 }
 
 impl RecordWriter<'_> {
@@ -379,8 +439,10 @@ impl RecordWriter<'_> {
         self.bytes
     }
 
-    /// Appends `data`; commits every few megabytes.
+    /// Appends `data`; commits every 16 MiB. After an error the writer refuses everything: drop
+    /// it (which removes what it wrote) and start again.
     pub fn write(&mut self, mut data: &[u8]) -> Result<(), Error> {
+        self.usable()?;
         let total = self.bytes.saturating_add(data.len() as u64);
         if total > MAX_RECORD_BYTES {
             return Err(Error::Invalid(format!(
@@ -406,6 +468,7 @@ impl RecordWriter<'_> {
 
     /// Commits the last piece and lists the record; returns its key.
     pub fn finish(mut self) -> Result<RecordKey, Error> {
+        self.usable()?;
         if !self.piece.is_empty() {
             let last = std::mem::take(&mut self.piece);
             self.ready.push(last);
@@ -415,7 +478,19 @@ impl RecordWriter<'_> {
         Ok(self.key.clone())
     }
 
+    fn usable(&self) -> Result<(), Error> {
+        if self.failed {
+            return Err(Error::Invalid(format!(
+                "record {}/{} failed to write earlier",
+                self.key.stream, self.key.seq
+            )));
+        }
+        Ok(())
+    }
+
     fn commit_ready(&mut self, last: bool) -> Result<(), Error> {
+        // Any failure below leaves pieces unaccounted for.
+        self.failed = true;
         let txn = self.db.db()?.begin_write()?;
         {
             let mut pieces = txn.open_table(PIECES)?;
@@ -444,17 +519,16 @@ impl RecordWriter<'_> {
             }
         }
         self.db.commit(txn)?;
+        self.failed = false;
         Ok(())
     }
 
+    /// Removes what this writer wrote — the listing too, in case a `finish` that reported
+    /// failure did commit.
     fn discard(&self) -> Result<(), Error> {
-        let (stream, seq) = key_of(&self.key);
         let txn = self.db.db()?.begin_write()?;
-        txn.open_table(PIECES)?
-            .retain_in((stream, seq, 0)..=(stream, seq, u32::MAX), |_, _| false)?;
-        txn.open_table(WRITING)?.remove((stream, seq))?;
-        self.db.commit(txn)?;
-        Ok(())
+        remove_rows(&txn, &self.key)?;
+        self.db.commit(txn)
     }
 }
 
@@ -463,7 +537,7 @@ impl Drop for RecordWriter<'_> {
         if !self.finished
             && let Err(error) = self.discard()
         {
-            tracing::warn!(%error, stream = %self.key.stream, seq = self.key.seq, "could not drop an abandoned record; it is dropped when the database is next opened");
+            tracing::warn!(%error, stream = %self.key.stream, seq = self.key.seq, "could not drop an abandoned record; it is dropped when the node next starts");
         }
     }
 }
@@ -515,6 +589,20 @@ mod tests {
             db.unshared().unwrap().is_empty(),
             "claimed records are not the ingest's"
         );
+    }
+
+    #[test]
+    fn a_writer_whose_finish_failed_after_committing_leaves_nothing_listed() {
+        let db = PrivateDb::open_backend(Disk::default()).unwrap();
+        let mut writer = db.writer("s", true).unwrap();
+        writer.write(b"record").unwrap();
+        let key = writer.key().clone();
+        // As if `finish` had committed and then reported an error: the listing is there when
+        // the writer is dropped unfinished.
+        writer.commit_ready(true).unwrap();
+        drop(writer);
+        assert!(db.meta(&key).unwrap().is_none());
+        assert!(db.record(&key).unwrap().is_none());
     }
 
     #[test]

@@ -90,6 +90,7 @@ impl<T: Transport> Node<T> {
     ) -> Result<FetchReceipt, Error> {
         let start = tokio::time::Instant::now();
         let shared = &self.shared;
+        let _active = crate::metrics::GaugeGuard::new(&shared.metrics.fetches_active);
         let record = shared.file(file).await?;
         // The ledger refuses deposits (so releases) until the table is complete; check anyway
         // before indexing it chunk by chunk.
@@ -114,7 +115,13 @@ impl<T: Transport> Node<T> {
         loop {
             let upcoming = (next < total).then(|| next..(next + window).min(total));
             next = upcoming.as_ref().map_or(total, |range| range.end);
-            let excluded = account.outcome.lying_peers.clone();
+            // Peers caught lying or found dead are not asked again in later windows.
+            let excluded: BTreeSet<PeerId> = account
+                .outcome
+                .lying_peers
+                .union(&account.outcome.dead_peers)
+                .copied()
+                .collect();
             let (streamed, arrived) = tokio::join!(
                 async {
                     match fetched.take() {
@@ -200,8 +207,8 @@ struct Account {
     bytes_done: u64,
 }
 
-/// Fetches the chunks in `range` from their owners (never from a peer already caught lying,
-/// unless it is a chunk's only owner).
+/// Fetches the chunks in `range` from their owners (never from a peer already caught lying or
+/// found dead, unless every owner of a chunk was).
 async fn fetch_window<T: Transport>(
     shared: &Shared<T>,
     table: &ledger::MasterTable,
@@ -334,7 +341,10 @@ async fn gather_shares<T: Transport>(
     let file = record.table.file_id;
     let need = record.table.threshold;
     let me = shared.me.id;
-    let deadline = tokio::time::Instant::now() + timeout;
+    let now = tokio::time::Instant::now();
+    let deadline = now
+        .checked_add(timeout)
+        .unwrap_or_else(|| now + Duration::from_secs(86_400));
     let mut blocks = shared.blocks.subscribe();
     loop {
         let Some((request, access)) = shared

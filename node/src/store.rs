@@ -9,7 +9,7 @@ use keyshare::{
     ChunkHash, ChunkLayout, EncryptedChunk, FileId, FileKey, FileSecret, SealContext, SealPurpose,
     StreamEncryptor, seal_share, split,
 };
-use ledger::{Body, MasterTable, MemberId, TxResult};
+use ledger::{Body, FileRecord, MasterTable, MemberId, Rejection, TxResult};
 use overlay::{PeerId, PushItem, Transport, place, push};
 use rand::rngs::StdRng;
 use rand::{Rng, SeedableRng};
@@ -104,9 +104,15 @@ pub(crate) async fn run_ingest<T: Transport>(
                 Vec::new()
             }
         };
+        // A record that fails holds back the rest of its stream (records are shared in stream
+        // order), not the other streams.
+        let mut held_back = BTreeSet::new();
         for key in pending {
             if *stopped.borrow() {
                 return;
+            }
+            if held_back.contains(&key.stream) {
+                continue;
             }
             match share_record(&shared, &key, &mut |_| {}).await {
                 Ok(receipt) => {
@@ -114,9 +120,12 @@ pub(crate) async fn run_ingest<T: Transport>(
                 }
                 Err(error) => {
                     tracing::warn!(stream = %key.stream, seq = key.seq, %error, "could not share record; will retry");
-                    break;
+                    held_back.insert(key.stream);
                 }
             }
+        }
+        if let Err(error) = reconcile_claimed(&shared).await {
+            tracing::debug!(%error, "could not check stores reported as failed");
         }
         tokio::select! {
             biased;
@@ -204,7 +213,7 @@ pub(crate) async fn share_record<T: Transport>(
         consortium.replication,
     )
     .map_err(|error| Error::Invalid(format!("cannot store {} bytes: {error}", meta.bytes)))?;
-    let intent = match shared.private.intent(key)? {
+    let mut intent = match shared.private.intent(key)? {
         Some(intent) => intent,
         None => {
             // Placement over the members online now, before any byte is encrypted: too few
@@ -221,6 +230,7 @@ pub(crate) async fn share_record<T: Transport>(
                 seed,
                 timestamp_ms: (shared.clock)(),
                 online,
+                submitted: false,
             };
             seed.zeroize();
             Plan::derive(shared, &intent, layout)?;
@@ -229,33 +239,95 @@ pub(crate) async fn share_record<T: Transport>(
         }
     };
     let mut plan = Plan::derive(shared, &intent, layout)?;
-    drop(intent);
-    let chunk_hashes = push_record(shared, key, &plan, meta, progress).await?;
-    let (table, bodies) = plan_bodies(shared, &mut plan, chunk_hashes)?;
-    let receipts = shared.submit_all(bodies).await?;
-    let record = shared.file(plan.file_id).await.ok();
-    let done = record.as_ref().is_some_and(|record| {
-        record.owner == shared.me.id && record.table == table && record.deposits.is_some()
-    });
-    if !done {
-        let refused = receipts.iter().find_map(|receipt| match &receipt.result {
-            TxResult::Rejected(rejection) => Some(rejection.clone()),
-            TxResult::Applied => None,
-        });
-        return Err(match refused {
-            Some(rejection) => Error::Rejected(rejection),
-            None => Error::Invalid(format!(
-                "file {} is not complete on the ledger after its transactions applied",
-                plan.file_id
-            )),
-        });
+    // An earlier attempt may have got its file onto the chain and died before marking it.
+    if intent.submitted
+        && let Some(record) = completed(shared, plan.file_id).await?
+    {
+        return mark(shared, key, meta, &record);
     }
-    let height = record.map_or(0, |record| record.height);
+    let chunk_hashes = match push_record(shared, key, &plan, meta, progress).await {
+        Ok(hashes) => hashes,
+        Err(error) => {
+            // Nothing of this attempt can be on the chain: the next one may place afresh (an
+            // owner that stays away would otherwise fail every retry).
+            if !intent.submitted {
+                shared.private.drop_intent(key)?;
+            }
+            return Err(error);
+        }
+    };
+    let (table, bodies) = plan_bodies(shared, &mut plan, chunk_hashes)?;
+    if !intent.submitted {
+        intent.submitted = true;
+        shared.private.put_intent(key, &intent)?;
+    }
+    drop(intent);
+    let receipts = shared.submit_all(bodies).await?;
+    let record = match shared.file(plan.file_id).await {
+        Ok(record) => Some(record),
+        Err(Error::UnknownFile { .. }) => None,
+        Err(error) => return Err(error),
+    };
+    match record {
+        Some(record)
+            if record.owner == shared.me.id
+                && record.table == table
+                && record.deposits.is_some() =>
+        {
+            mark(shared, key, meta, &record)
+        }
+        _ => {
+            // A rejection because an earlier attempt's twin applied first is expected; any
+            // other one says what went wrong.
+            let refused = receipts.iter().find_map(|receipt| match &receipt.result {
+                TxResult::Rejected(
+                    Rejection::FileExists { .. }
+                    | Rejection::ChunksOutOfOrder { .. }
+                    | Rejection::SharesAlreadyDeposited { .. },
+                )
+                | TxResult::Applied => None,
+                TxResult::Rejected(rejection) => Some(rejection.clone()),
+            });
+            Err(match refused {
+                Some(rejection) => Error::Rejected(rejection),
+                None => Error::Invalid(format!(
+                    "file {} is not complete on the ledger after its transactions applied",
+                    plan.file_id
+                )),
+            })
+        }
+    }
+}
+
+/// The file's record if the chain shows it registered by this member, complete, with its
+/// shares deposited. (Its id comes from this member's secret seed, so nobody else can have
+/// registered it.)
+async fn completed<T>(shared: &Shared<T>, file: FileId) -> Result<Option<FileRecord>, Error> {
+    match shared.file(file).await {
+        Ok(record)
+            if record.owner == shared.me.id
+                && record.is_complete()
+                && record.deposits.is_some() =>
+        {
+            Ok(Some(record))
+        }
+        Ok(_) | Err(Error::UnknownFile { .. }) => Ok(None),
+        Err(error) => Err(error),
+    }
+}
+
+/// Marks the record shared as `record` and returns the receipt.
+fn mark<T>(
+    shared: &Shared<T>,
+    key: &RecordKey,
+    meta: RecordMeta,
+    record: &FileRecord,
+) -> Result<StoreReceipt, Error> {
     let receipt = StoreReceipt {
-        file_id: plan.file_id,
+        file_id: record.table.file_id,
         bytes: meta.bytes,
-        chunks: layout.chunk_count(),
-        height,
+        chunks: record.table.chunk_hashes.len() as u32,
+        height: record.height,
     };
     shared.private.mark_shared(
         key,
@@ -267,6 +339,72 @@ pub(crate) async fn share_record<T: Transport>(
         },
     )?;
     Ok(receipt)
+}
+
+/// Shares a record its caller wrote and will be told about. On failure the record is not left
+/// for anyone to share later: if no transaction of it was submitted, it is removed (its bytes
+/// with it); if some were, the error names the file, which may still complete on the ledger
+/// (the ingest task then marks it shared — it never pushes or submits for it).
+pub(crate) async fn share_claimed<T: Transport>(
+    shared: &Shared<T>,
+    key: &RecordKey,
+    progress: ProgressSink<'_>,
+) -> Result<StoreReceipt, Error> {
+    let error = match share_record(shared, key, progress).await {
+        Ok(receipt) => return Ok(receipt),
+        Err(error) => error,
+    };
+    let submitted = match shared.private.intent(key) {
+        Ok(Some(intent)) if intent.submitted => shared
+            .private
+            .meta(key)
+            .ok()
+            .flatten()
+            .and_then(|meta| {
+                let layout = ledger::check_table_plan(
+                    meta.bytes,
+                    shared.consortium.chunk_size_bytes,
+                    shared.consortium.replication,
+                )
+                .ok()?;
+                Plan::derive(shared, &intent, layout).ok()
+            })
+            .map(|plan| plan.file_id),
+        _ => None,
+    };
+    if submitted.is_none()
+        && let Err(cleanup) = shared.private.remove_record(key)
+    {
+        tracing::warn!(stream = %key.stream, seq = key.seq, %cleanup, "could not remove a record whose store failed");
+    }
+    Err(Error::StoreFailed {
+        record: format!("{}/{}", key.stream, key.seq),
+        file: submitted,
+        source: Box::new(error),
+    })
+}
+
+/// Claimed records whose share was submitted but not seen complete (their caller was told it
+/// failed): marked shared once the chain shows them complete. Nothing is pushed or submitted.
+async fn reconcile_claimed<T: Transport>(shared: &Shared<T>) -> Result<(), Error> {
+    for (key, intent) in shared.private.claimed_in_flight()? {
+        let Some(meta) = shared.private.meta(&key)? else {
+            continue;
+        };
+        let Ok(layout) = ledger::check_table_plan(
+            meta.bytes,
+            shared.consortium.chunk_size_bytes,
+            shared.consortium.replication,
+        ) else {
+            continue;
+        };
+        let file = Plan::derive(shared, &intent, layout)?.file_id;
+        if let Some(record) = completed(shared, file).await? {
+            mark(shared, &key, meta, &record)?;
+            tracing::info!(stream = %key.stream, seq = key.seq, %file, "a store reported as failed completed on the ledger");
+        }
+    }
+    Ok(())
 }
 
 /// Reads the record piece by piece, encrypts it chunk by chunk on the compute seam and pushes a

@@ -11,7 +11,7 @@ use std::sync::atomic::Ordering;
 use std::time::Duration;
 
 use common::{Disks, Member, consortium, crash, eventually, start_member};
-use overlay::MemoryNetwork;
+use overlay::{MemoryNetwork, Transport};
 
 const RECORD_BYTES: usize = 300 * 1024;
 
@@ -21,8 +21,13 @@ fn record() -> Vec<u8> {
 
 /// Four members; waits for a leader and returns the members and the leader's index.
 async fn consortium_with_leader(network: &MemoryNetwork) -> (Vec<Member>, usize) {
-    let consortium = consortium(4);
-    let members: Vec<Member> = (0..4)
+    consortium_of(network, 4).await
+}
+
+/// `count` members; waits for a leader and returns the members and the leader's index.
+async fn consortium_of(network: &MemoryNetwork, count: usize) -> (Vec<Member>, usize) {
+    let consortium = consortium(count);
+    let members: Vec<Member> = (0..count)
         .map(|i| start_member(network, &consortium, i, Disks::default(), i as u64))
         .collect();
     eventually("a leader", || async {
@@ -48,7 +53,10 @@ async fn files_on(member: &Member) -> usize {
 async fn a_node_killed_between_push_and_registration_makes_one_file() {
     let network = MemoryNetwork::new();
     let (mut members, leader) = consortium_with_leader(&network).await;
-    let owner = 0;
+    // The owner does not lead: its registration then sits in the leader's log, which outlives
+    // the owner (a leader's own entry could be overwritten after it dies). The auditor (last)
+    // does not store.
+    let owner = (0..3).find(|index| *index != leader).unwrap();
     let bytes = record();
     let chunk_count = RECORD_BYTES.div_ceil(64 * 1024) as u64;
     let replication = u64::from(consortium(4).replication);
@@ -166,6 +174,47 @@ async fn a_share_that_registered_but_could_not_be_marked_is_not_registered_again
     for member in &members {
         assert_eq!(files_on(member).await, 1, "{}", member.node.name());
     }
+    for member in &members {
+        member.node.shutdown().await;
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_record_whose_owner_fails_before_submission_is_placed_afresh() {
+    let network = MemoryNetwork::new();
+    // Five members: with one gone, three remain to hold each chunk's three copies.
+    let (members, leader) = consortium_of(&network, 5).await;
+    let owner = &members[0];
+    // A member that answers pings but cannot store chunks, then goes away for good; not the
+    // leader, so the ledger keeps its quorum.
+    let broken = (1..4).find(|index| *index != leader).unwrap();
+    let broken_peer = members[broken].node.transport().local_peer();
+    members[broken]
+        .disks
+        .chunks
+        .failing
+        .store(true, Ordering::SeqCst);
+    let key = owner.node.ingest("sensor/truck-3", &record()).unwrap();
+    // The first attempt places chunks on it (it answered the ping) and fails to push them.
+    tokio::time::sleep(Duration::from_secs(1)).await;
+    assert!(owner.node.record_shared(&key).unwrap().is_none());
+    network.set_down(broken_peer, true);
+    eventually(
+        "the record shared without the member that went away",
+        || async { owner.node.record_shared(&key).unwrap().is_some() },
+    )
+    .await;
+    let shared = owner.node.record_shared(&key).unwrap().unwrap();
+    let table = owner.node.file(shared.file_id).await.unwrap().table;
+    let broken_id = ledger::MemberId::from_bytes(*broken_peer.as_bytes());
+    assert!(
+        table
+            .chunk_owners
+            .iter()
+            .all(|owners| !owners.contains(&broken_id)),
+        "placed on a member that was down"
+    );
+    assert_eq!(files_on(owner).await, 1);
     for member in &members {
         member.node.shutdown().await;
     }
