@@ -3,6 +3,7 @@
 #![allow(clippy::print_stdout, clippy::print_stderr)]
 
 use std::io::IsTerminal;
+use std::os::unix::fs::OpenOptionsExt;
 use std::path::{Path, PathBuf};
 use std::time::Duration;
 
@@ -452,6 +453,8 @@ fn store(config: &Path, path: &Path, json: bool) -> anyhow::Result<()> {
     ledger::check_table_plan(len, consortium.chunk_size_bytes, consortium.replication)
         .map_err(|error| anyhow!("cannot store {}: {error}", path.display()))?;
     let client = Client::streaming(config)?;
+    // A node that is down or a wrong token is reported plainly, not as a broken upload.
+    client.get::<Status>("/v1/status")?;
     let bar = progress_bar(json, len, "uploading");
     let mut upload = bar.wrap_read(std::io::BufReader::with_capacity(1 << 20, file));
     let mut answer = client.post_stream("/v1/store", &mut upload, len)?;
@@ -596,9 +599,11 @@ impl PartialFile {
         temp_name.push(name);
         temp_name.push(format!(".partial-{}", std::process::id()));
         let temp = out.with_file_name(temp_name);
+        // Readable by its owner only: it holds plaintext (and so does the file it becomes).
         let file = std::fs::File::options()
             .write(true)
             .create_new(true)
+            .mode(0o600)
             .open(&temp)
             .with_context(|| format!("cannot create {}", temp.display()))?;
         Ok(Self {
