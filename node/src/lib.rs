@@ -18,6 +18,7 @@ pub mod api;
 mod compute;
 pub mod config;
 pub mod demo;
+mod disk;
 mod error;
 pub mod frames;
 mod holder;
@@ -31,6 +32,7 @@ mod shared;
 mod store;
 
 pub use compute::{Compute, Job, Spawner};
+pub use disk::MemoryDisk;
 pub use error::Error;
 pub use ledger_task::LedgerOpener;
 pub use metrics::Metrics;

@@ -545,31 +545,9 @@ impl Drop for RecordWriter<'_> {
 #[cfg(test)]
 mod tests {
     use redb::ReadableTableMetadata;
-    use redb::backends::InMemoryBackend;
 
     use super::*;
-
-    /// An in-memory disk that outlives the database on it.
-    #[derive(Debug, Clone, Default)]
-    struct Disk(Arc<InMemoryBackend>);
-
-    impl StorageBackend for Disk {
-        fn len(&self) -> Result<u64, std::io::Error> {
-            self.0.len()
-        }
-        fn read(&self, offset: u64, out: &mut [u8]) -> Result<(), std::io::Error> {
-            self.0.read(offset, out)
-        }
-        fn set_len(&self, len: u64) -> Result<(), std::io::Error> {
-            self.0.set_len(len)
-        }
-        fn sync_data(&self) -> Result<(), std::io::Error> {
-            self.0.sync_data()
-        }
-        fn write(&self, offset: u64, data: &[u8]) -> Result<(), std::io::Error> {
-            self.0.write(offset, data)
-        }
-    }
+    use crate::MemoryDisk as Disk;
 
     #[test]
     fn a_record_of_many_pieces_reads_back_whole() {

@@ -11,7 +11,7 @@ use std::sync::Arc;
 use std::sync::atomic::Ordering;
 use std::time::Duration;
 
-use common::{eventually, start};
+use common::{eventually, request_when_deposited, start};
 use node::frames::{self, FrameKind};
 use overlay::MemoryNetwork;
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
@@ -29,17 +29,7 @@ async fn a_fetch_streams_in_frames_and_stops_when_its_client_goes_away() {
     let data: Vec<u8> = (0..24 << 20).map(|i: u32| (i % 253) as u8).collect();
     let stored = members[0].node.store(data.clone()).await.unwrap();
     let auditor = members[3].node.clone();
-    eventually("the deposit on the auditor's replica", || async {
-        auditor
-            .file(stored.file_id)
-            .await
-            .is_ok_and(|record| record.deposits.is_some())
-    })
-    .await;
-    auditor
-        .request(stored.file_id, "audit".into())
-        .await
-        .unwrap();
+    request_when_deposited(&auditor, stored.file_id).await;
     let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
     let address = listener.local_addr().unwrap();
     let app = node::api::router(

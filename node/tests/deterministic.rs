@@ -10,7 +10,7 @@ mod common;
 use std::sync::Arc;
 use std::time::Duration;
 
-use common::{Disks, Member, consortium, eventually, start_member_with};
+use common::{Disks, Member, consortium, eventually, request_when_deposited, start_member_with};
 use ledger::BlockHash;
 use overlay::{MemoryNetwork, TraceEvent};
 
@@ -58,17 +58,7 @@ fn run(seed: u64) -> Run {
             .collect();
         let stored = members[0].node.store(data.clone()).await.unwrap();
         let auditor = &members[4].node;
-        eventually("the deposit on the auditor's replica", || async {
-            auditor
-                .file(stored.file_id)
-                .await
-                .is_ok_and(|record| record.deposits.is_some())
-        })
-        .await;
-        auditor
-            .request(stored.file_id, "audit".into())
-            .await
-            .unwrap();
+        request_when_deposited(auditor, stored.file_id).await;
         let (_, recreated) = auditor
             .fetch_bytes(stored.file_id, Duration::from_secs(30))
             .await

@@ -10,7 +10,7 @@ mod common;
 use std::sync::atomic::Ordering;
 use std::time::Duration;
 
-use common::{Disks, Member, consortium, crash, eventually, start_member};
+use common::{Disks, Member, consortium, crash, eventually, request_when_deposited, start_member};
 use overlay::{MemoryNetwork, Transport};
 
 const RECORD_BYTES: usize = 300 * 1024;
@@ -109,14 +109,7 @@ async fn a_node_killed_between_push_and_registration_makes_one_file() {
 
     // And it is the record: the auditor recreates it without the owner.
     let auditor = &members[3].node;
-    eventually("the file on the auditor's replica", || async {
-        auditor.file(shared.file_id).await.is_ok()
-    })
-    .await;
-    auditor
-        .request(shared.file_id, "recall".into())
-        .await
-        .unwrap();
+    request_when_deposited(auditor, shared.file_id).await;
     let (receipt, recreated) = auditor
         .fetch_bytes(shared.file_id, Duration::from_secs(30))
         .await

@@ -1,0 +1,104 @@
+//! An in-memory disk for redb, for tests and the simulator: it outlives the databases opened on
+//! it (so a node can be restarted on what it left), keeps what was synced apart from what was
+//! only written (so a crash can lose the latter), and can be made to fail.
+
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::{Arc, Mutex, PoisonError};
+
+use redb::StorageBackend;
+
+/// An in-memory disk that outlives the databases on it: writes land in `live`; `sync_data`
+/// makes them durable; [`MemoryDisk::crash`] throws away everything not yet synced, as a power cut
+/// would. Its writes (and syncs) can be made to fail.
+#[derive(Debug, Clone, Default)]
+pub struct MemoryDisk {
+    state: Arc<Mutex<DiskState>>,
+    /// While set, writes, resizes and syncs fail (an injected I/O error).
+    pub failing: Arc<AtomicBool>,
+}
+
+#[derive(Debug, Default)]
+struct DiskState {
+    live: Vec<u8>,
+    durable: Vec<u8>,
+    /// Writes and resizes since the last sync, in order.
+    unsynced: Vec<Unsynced>,
+}
+
+#[derive(Debug)]
+enum Unsynced {
+    Write(u64, Vec<u8>),
+    SetLen(u64),
+}
+
+impl MemoryDisk {
+    fn check(&self) -> Result<(), std::io::Error> {
+        if self.failing.load(Ordering::SeqCst) {
+            return Err(std::io::Error::other("injected write failure"));
+        }
+        Ok(())
+    }
+
+    fn state(&self) -> std::sync::MutexGuard<'_, DiskState> {
+        self.state.lock().unwrap_or_else(PoisonError::into_inner)
+    }
+
+    /// Loses every write not yet synced.
+    pub fn crash(&self) {
+        let mut state = self.state();
+        state.live = state.durable.clone();
+        state.unsynced.clear();
+    }
+}
+
+fn write_at(bytes: &mut Vec<u8>, offset: u64, data: &[u8]) {
+    let end = offset as usize + data.len();
+    if bytes.len() < end {
+        bytes.resize(end, 0);
+    }
+    bytes[offset as usize..end].copy_from_slice(data);
+}
+
+impl StorageBackend for MemoryDisk {
+    fn len(&self) -> Result<u64, std::io::Error> {
+        Ok(self.state().live.len() as u64)
+    }
+    fn read(&self, offset: u64, out: &mut [u8]) -> Result<(), std::io::Error> {
+        let state = self.state();
+        let end = offset as usize + out.len();
+        let bytes = state
+            .live
+            .get(offset as usize..end)
+            .ok_or_else(|| std::io::Error::other("read past the end"))?;
+        out.copy_from_slice(bytes);
+        Ok(())
+    }
+    fn set_len(&self, len: u64) -> Result<(), std::io::Error> {
+        self.check()?;
+        let mut state = self.state();
+        state.live.resize(len as usize, 0);
+        state.unsynced.push(Unsynced::SetLen(len));
+        Ok(())
+    }
+    fn sync_data(&self) -> Result<(), std::io::Error> {
+        self.check()?;
+        let mut state = self.state();
+        let DiskState {
+            durable, unsynced, ..
+        } = &mut *state;
+        for change in unsynced.drain(..) {
+            match change {
+                Unsynced::Write(offset, data) => write_at(durable, offset, &data),
+                Unsynced::SetLen(len) => durable.resize(len as usize, 0),
+            }
+        }
+        Ok(())
+    }
+    fn write(&self, offset: u64, data: &[u8]) -> Result<(), std::io::Error> {
+        self.check()?;
+        let mut state = self.state();
+        write_at(&mut state.live, offset, data);
+        state.unsynced.push(Unsynced::Write(offset, data.to_vec()));
+        Ok(())
+    }
+}
