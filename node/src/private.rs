@@ -80,7 +80,7 @@ pub struct RecordMeta {
 /// Everything a share of one record is derived from, recorded before any chunk is pushed. The
 /// seed is as secret as the record beside it (it yields the file key): it never leaves this
 /// database, and this value is wiped from memory on drop (the RNG a share derives from it is
-/// not: rand's `StdRng` does not zeroize; it lives for one share attempt).
+/// not: `ChaCha20Rng` does not zeroize; it lives for one share attempt).
 #[derive(Clone, Serialize, Deserialize, Zeroize, ZeroizeOnDrop)]
 pub(crate) struct Intent {
     /// Seeds the file nonce, the file secret, the share polynomial and the sealing.

@@ -5,13 +5,13 @@ use std::collections::{BTreeSet, VecDeque};
 use std::sync::Arc;
 use std::time::Duration;
 
+use chacha20::ChaCha20Rng;
 use keyshare::{
     ChunkHash, ChunkLayout, EncryptedChunk, FileId, FileKey, FileSecret, SealContext, SealPurpose,
     StreamEncryptor, seal_share, split,
 };
 use ledger::{Body, FileRecord, MasterTable, MemberId, Rejection, TxResult};
 use overlay::{PeerId, PushItem, Transport, place, push};
-use rand::rngs::StdRng;
 use rand::{Rng, SeedableRng};
 use serde::Serialize;
 use tokio::sync::watch;
@@ -145,13 +145,16 @@ struct Plan {
     key: FileKey,
     secret: FileSecret,
     /// Draws the share polynomial and the sealing randomness.
-    rng: StdRng,
+    rng: ChaCha20Rng,
     timestamp_ms: u64,
 }
 
 impl Plan {
     fn derive<T>(shared: &Shared<T>, intent: &Intent, layout: ChunkLayout) -> Result<Self, Error> {
-        let mut rng = StdRng::from_seed(intent.seed);
+        // ChaCha20, not rand's `StdRng`: its output is fixed by the algorithm, while `StdRng`
+        // may change between rand versions — and a share resumed after an upgrade must derive
+        // the same file id, key and transactions as before it.
+        let mut rng = ChaCha20Rng::from_seed(intent.seed);
         let mut nonce = [0u8; 16];
         rng.fill_bytes(&mut nonce);
         let secret = FileSecret::random(&mut rng);
