@@ -43,6 +43,22 @@ impl MemoryDisk {
         self.state.lock().unwrap_or_else(PoisonError::into_inner)
     }
 
+    /// A new disk holding what this one synced, as the machine finds it after a power cut. This
+    /// one stays with whatever still holds it (a dying process's databases) and is failed, so
+    /// nothing written to it afterwards reaches the new one.
+    pub fn after_crash(&self) -> Self {
+        self.failing.store(true, Ordering::SeqCst);
+        let durable = self.state().durable.clone();
+        Self {
+            state: Arc::new(Mutex::new(DiskState {
+                live: durable.clone(),
+                durable,
+                unsynced: Vec::new(),
+            })),
+            failing: Arc::new(AtomicBool::new(false)),
+        }
+    }
+
     /// Loses every write not yet synced.
     pub fn crash(&self) {
         let mut state = self.state();

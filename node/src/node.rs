@@ -282,6 +282,23 @@ impl<T: Transport> Node<T> {
         }
     }
 
+    /// Signs and submits any transaction body from this member and waits until it is applied
+    /// here; the receipt says whether the contracts applied or rejected it. The flows above
+    /// build their own bodies; this is for load generators and the simulator.
+    pub async fn submit(&self, body: ledger::Body) -> Result<crate::Receipt, Error> {
+        let mut receipts = self.shared.submit_all(vec![body]).await?;
+        receipts.pop().ok_or(Error::Stopped)
+    }
+
+    /// Up to `max` applied blocks from height `from` on, as this replica stored them.
+    pub async fn blocks(&self, from: u64, max: usize) -> Result<Vec<ledger::Block>, Error> {
+        Ok(self
+            .shared
+            .query(move |replica| replica.store().blocks_from(from, max))
+            .await?
+            .map_err(ledger::Error::from)?)
+    }
+
     /// The master table and share state of a file.
     pub async fn file(&self, file: keyshare::FileId) -> Result<FileRecord, Error> {
         self.shared.file(file).await

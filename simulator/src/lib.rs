@@ -1,5 +1,424 @@
-//! The deterministic simulator (not built yet; see `DESIGN.md` § Simulator).
+//! The deterministic simulator: many copies of the real node library (the one the
+//! `blocktorrent` binary runs) in one process, on one paused current-thread tokio runtime whose
+//! clock jumps from timer to timer, over a simulated network ([`net`]) and in-memory disks
+//! ([`node::MemoryDisk`]), with faults ([`faults`]), open-loop workloads ([`workload`]),
+//! checkers outside the code under test ([`check`]) and a Caliper-style report ([`report`]).
 //!
-//! Will run many copies of the real node library in one process on virtual time, with a simulated
-//! network and disk that inject faults, checkers outside the code under test, and Caliper-style
-//! reports, all reproducible from one seed.
+//! A run: start the consortium; a *safety phase* of `duration` virtual seconds with faults on,
+//! while transactions are sent at each rate of the sweep and files are stored; heal everything;
+//! a *liveness phase* in which a probe transaction must commit, every member must catch up and
+//! the auditor must recreate stored files, each within a bound; then the checkers. Every random
+//! choice comes from the seed (the network's, the faults', the workloads' and each node's RNG
+//! are derived from it), compute runs inline, and the same seed and flags give the same trace
+//! hash.
+
+pub mod check;
+pub mod error;
+pub mod faults;
+pub mod net;
+pub mod report;
+pub mod workload;
+pub mod world;
+
+use std::sync::{Arc, Mutex};
+use std::time::Duration;
+
+use rand::SeedableRng;
+use rand::rngs::StdRng;
+use sha3::{Digest, Sha3_256};
+use tokio::time::Instant;
+
+pub use error::SimError;
+pub use faults::Faults;
+pub use net::LinkConfig;
+pub use report::Report;
+
+use crate::check::{Check, acknowledged_on_chain, chains_agree, counted, read_chains};
+use crate::net::SimNetwork;
+use crate::report::{Files, Latency, Round};
+use crate::workload::{Acknowledged, StoredFile, TableFactory, run_round, store_files};
+use crate::world::World;
+
+/// Virtual seconds allowed for the first leader.
+const LEADER_BOUND: Duration = Duration::from_secs(30);
+/// Virtual seconds allowed for each step of the liveness phase.
+const LIVENESS_BOUND: Duration = Duration::from_secs(60);
+
+/// What to simulate.
+#[derive(Clone, Debug)]
+pub struct SimConfig {
+    /// Seeds every random choice.
+    pub seed: u64,
+    /// Consortium size (the last member is the auditor).
+    pub members: usize,
+    /// Virtual seconds of the safety phase.
+    pub duration_secs: u64,
+    /// Faults on during the safety phase.
+    pub faults: Faults,
+    /// Send rates of the transaction sweep (each gets an equal share of the safety phase).
+    pub tx_rates: Vec<u32>,
+    /// Files stored during the safety phase.
+    pub files: usize,
+    /// Size of each file.
+    pub file_size_bytes: u64,
+    /// Stored files the auditor recreates in the liveness phase.
+    pub audits: usize,
+    /// Chunk size of the consortium.
+    pub chunk_size_bytes: u32,
+    /// How links behave when no fault is on.
+    pub links: LinkConfig,
+}
+
+impl Default for SimConfig {
+    fn default() -> Self {
+        Self {
+            seed: 1,
+            members: 16,
+            duration_secs: 30,
+            faults: Faults::default(),
+            tx_rates: vec![25, 50, 100],
+            files: 4,
+            file_size_bytes: 1 << 20,
+            audits: 4,
+            chunk_size_bytes: 64 * 1024,
+            links: LinkConfig::default(),
+        }
+    }
+}
+
+impl SimConfig {
+    /// Refuses configurations that cannot run.
+    pub fn validate(&self) -> Result<(), SimError> {
+        let bad = |what: String| Err(SimError::Config(what));
+        if !(3..=1_000).contains(&self.members) {
+            return bad(format!("--members must be 3..=1000, not {}", self.members));
+        }
+        if self.duration_secs == 0 {
+            return bad("--duration must be at least 1 virtual second".into());
+        }
+        if self
+            .tx_rates
+            .iter()
+            .any(|rate| *rate == 0 || *rate > 100_000)
+        {
+            return bad("every --tx-rate must be 1..=100000 per second".into());
+        }
+        if self.audits > self.files {
+            return bad(format!(
+                "--audits ({}) cannot exceed --files ({})",
+                self.audits, self.files
+            ));
+        }
+        if self.file_size_bytes > 1 << 30 {
+            return bad("--file-size is at most 1 GiB in a simulation".into());
+        }
+        Ok(())
+    }
+
+    /// The command line that repeats this run.
+    pub fn command_line(&self) -> String {
+        let rates: Vec<String> = self.tx_rates.iter().map(u32::to_string).collect();
+        format!(
+            "blocktorrent-sim --seed {} --members {} --duration {} --faults {} --tx-rate {} --files {} --file-size {} --audits {}",
+            self.seed,
+            self.members,
+            self.duration_secs,
+            self.faults,
+            rates.join(","),
+            self.files,
+            self.file_size_bytes,
+            self.audits
+        )
+    }
+}
+
+/// Runs one simulation to its report. `progress` hears what phase the run is in.
+pub fn run(config: &SimConfig, progress: &mut dyn FnMut(&str)) -> Result<Report, SimError> {
+    config.validate()?;
+    let started = std::time::Instant::now();
+    let runtime = tokio::runtime::Builder::new_current_thread()
+        .enable_time()
+        .start_paused(true)
+        .build()
+        .map_err(|source| SimError::Io {
+            path: "tokio runtime".into(),
+            source,
+        })?;
+    let mut report = runtime.block_on(simulate(config, progress))?;
+    report.real_s = started.elapsed().as_secs_f64();
+    Ok(report)
+}
+
+/// Derives the seed of one part of the run.
+fn part_seed(seed: u64, part: u64) -> u64 {
+    seed.wrapping_mul(0x9e37_79b9_7f4a_7c15) ^ part
+}
+
+async fn simulate(config: &SimConfig, progress: &mut dyn FnMut(&str)) -> Result<Report, SimError> {
+    let start = Instant::now();
+    let network = SimNetwork::new(part_seed(config.seed, 1), config.links.clone());
+    let mut world = World::new(
+        config.seed,
+        config.members,
+        config.chunk_size_bytes,
+        network,
+    )?;
+    progress(&format!("starting {} members", config.members));
+    for index in 0..world.len() {
+        world.start(index)?;
+    }
+    wait_for_leader(&world).await?;
+    let mut fault_rng = StdRng::seed_from_u64(part_seed(config.seed, 2));
+    let liar = config.faults.corrupt.then(|| {
+        use rand::RngExt;
+        fault_rng.random_range(0..world.auditor())
+    });
+    if let Some(liar) = liar {
+        world.network.set_liar(world.peer(liar), true);
+    }
+
+    progress("safety phase: workloads with faults");
+    let safety_end = Instant::now() + Duration::from_secs(config.duration_secs);
+    let acknowledged: Acknowledged = Arc::new(Mutex::new(Vec::new()));
+    let transactions = tokio::spawn(sweep(
+        config.clone(),
+        world.directory(),
+        world.clock(),
+        TableFactory::new(world.consortium.clone(), part_seed(config.seed, 3)),
+        acknowledged.clone(),
+    ));
+    let files = {
+        let directory = world.directory();
+        let (seed, count, size) = (config.seed, config.files, config.file_size_bytes);
+        let seconds = config.duration_secs as f64;
+        tokio::spawn(async move {
+            let mut rng = StdRng::seed_from_u64(part_seed(seed, 4));
+            store_files(&directory, seed, count, size, seconds, &mut rng).await
+        })
+    };
+    let faults_injected = faults::inject(
+        &mut world,
+        config.faults,
+        &config.links,
+        safety_end,
+        &mut fault_rng,
+    )
+    .await?;
+    let rounds = transactions.await.unwrap_or_default();
+    let (stored, store_failed) = files.await.unwrap_or_default();
+
+    progress("liveness phase: healed; probe, catch-up and audits");
+    let mut checks = liveness(&world).await;
+    let (files, audit_check) = audit(&world, &stored, store_failed, config.audits).await;
+    checks.push(audit_check);
+    let (heads, chain) = read_chains(&world).await;
+    checks.insert(0, chains_agree(&heads, &chain));
+    let acknowledged = acknowledged
+        .lock()
+        .unwrap_or_else(std::sync::PoisonError::into_inner)
+        .clone();
+    checks.insert(1, acknowledged_on_chain(&acknowledged, &chain));
+    let virtual_s = start.elapsed().as_secs_f64();
+    let mut trace = world.network.trace_hash().to_be_bytes().to_vec();
+    for (index, height, head) in &heads {
+        trace.extend_from_slice(&(*index as u64).to_be_bytes());
+        trace.extend_from_slice(&height.to_be_bytes());
+        trace.extend_from_slice(head.as_bytes());
+    }
+    let trace_hash = keyshare::ChunkHash::of(&trace).to_string();
+    world.shutdown().await;
+    let ok = checks.iter().all(|check| check.ok);
+    Ok(Report {
+        seed: config.seed,
+        members: config.members,
+        duration_s: config.duration_secs,
+        faults: config.faults.to_string(),
+        rounds: rounds.iter().map(Round::of).collect(),
+        files,
+        faults_injected,
+        network: world.network.stats(),
+        checks,
+        ok,
+        trace_hash,
+        virtual_s,
+        real_s: 0.0,
+        reproduce: config.command_line(),
+    })
+}
+
+async fn wait_for_leader(world: &World) -> Result<(), SimError> {
+    let deadline = Instant::now() + LEADER_BOUND;
+    while Instant::now() < deadline {
+        if let Some(node) = world.node(0)
+            && node.leader_id().await.ok().flatten().is_some()
+        {
+            return Ok(());
+        }
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+    Err(SimError::NoLeader {
+        seconds: LEADER_BOUND.as_secs(),
+    })
+}
+
+async fn sweep(
+    config: SimConfig,
+    directory: workload::Directory,
+    clock: node::Clock,
+    factory: TableFactory,
+    acknowledged: Acknowledged,
+) -> Vec<workload::RoundResult> {
+    let factory = Arc::new(Mutex::new(factory));
+    let mut rng = StdRng::seed_from_u64(part_seed(config.seed, 5));
+    let seconds = config.duration_secs as f64 / config.tx_rates.len().max(1) as f64;
+    let mut rounds = Vec::new();
+    for rate in &config.tx_rates {
+        rounds.push(
+            run_round(
+                &directory,
+                &factory,
+                &acknowledged,
+                &clock,
+                *rate,
+                seconds,
+                &mut rng,
+            )
+            .await,
+        );
+    }
+    rounds
+}
+
+/// After healing: a probe transaction commits, and every member reaches its height.
+async fn liveness(world: &World) -> Vec<Check> {
+    let mut factory = TableFactory::new(world.consortium.clone(), 0x9_0be);
+    let probe = match (world.node(0), factory.next(0, (world.clock())())) {
+        (Some(node), Some(body)) => tokio::time::timeout(LIVENESS_BOUND, node.submit(body))
+            .await
+            .ok()
+            .and_then(Result::ok),
+        _ => None,
+    };
+    let Some(probe) = probe else {
+        return vec![counted(
+            "the ledger commits again after faults heal",
+            0,
+            1,
+            Some(format!(
+                "a probe transaction did not commit within {} virtual s",
+                LIVENESS_BOUND.as_secs()
+            )),
+        )];
+    };
+    let deadline = Instant::now() + LIVENESS_BOUND;
+    let mut behind = Vec::new();
+    for index in 0..world.len() {
+        let Some(node) = world.node(index) else {
+            continue;
+        };
+        let left = deadline.saturating_duration_since(Instant::now());
+        if node.wait_for_height(probe.height, left).await.is_err() {
+            behind.push(format!("member-{}", index + 1));
+        }
+    }
+    vec![counted(
+        "the ledger commits again after faults heal and every member catches up",
+        world.len() - behind.len(),
+        behind.len(),
+        behind
+            .first()
+            .map(|name| format!("{name} did not reach block {} in time", probe.height)),
+    )]
+}
+
+/// The auditor recreates up to `audits` stored files, each compared with its original.
+async fn audit(
+    world: &World,
+    stored: &[StoredFile],
+    store_failed: usize,
+    audits: usize,
+) -> (Files, Check) {
+    let name = "every recreated file equals its original, within the liveness bound";
+    let mut files = Files {
+        stored: stored.len(),
+        store_failed,
+        ..Files::default()
+    };
+    let Some(auditor) = world.node(world.auditor()).cloned() else {
+        return (
+            files,
+            counted(name, 0, 1, Some("the auditor is not running".into())),
+        );
+    };
+    let mut latencies = Vec::new();
+    let mut first_bad = None;
+    let mut lying = std::collections::BTreeSet::new();
+    for file in stored.iter().take(audits) {
+        files.audited += 1;
+        let started = Instant::now();
+        let outcome = tokio::time::timeout(LIVENESS_BOUND, recreate(&auditor, file)).await;
+        match outcome {
+            Ok(Ok((hash, receipt))) if hash == file.plaintext_hash => {
+                files.audit_ok += 1;
+                latencies.push(started.elapsed().as_secs_f64());
+                lying.extend(receipt.lying_peers);
+            }
+            Ok(Ok(_)) => {
+                first_bad.get_or_insert(format!("file {} came back different", file.file_id));
+            }
+            Ok(Err(error)) => {
+                first_bad.get_or_insert(format!("file {}: {error}", file.file_id));
+            }
+            Err(_) => {
+                first_bad.get_or_insert(format!(
+                    "file {} not recreated within {} virtual s",
+                    file.file_id,
+                    LIVENESS_BOUND.as_secs()
+                ));
+            }
+        }
+    }
+    files.audit_latency_s = Latency::of(latencies);
+    files.lying_peers = lying.into_iter().collect();
+    let check = counted(
+        name,
+        files.audit_ok,
+        files.audited - files.audit_ok,
+        first_bad,
+    );
+    (files, check)
+}
+
+/// Requests, fetches and hashes one file as the auditor.
+async fn recreate(
+    auditor: &world::SimNode,
+    file: &StoredFile,
+) -> Result<(keyshare::ChunkHash, node::FetchReceipt), node::Error> {
+    // The deposit may still be on its way to the auditor's replica.
+    let deadline = Instant::now() + LIVENESS_BOUND;
+    while auditor
+        .file(file.file_id)
+        .await
+        .map_or(true, |record| record.deposits.is_none())
+    {
+        if Instant::now() >= deadline {
+            return Err(node::Error::UnknownFile { file: file.file_id });
+        }
+        tokio::time::sleep(Duration::from_millis(200)).await;
+    }
+    auditor
+        .request(file.file_id, "simulated audit".into())
+        .await?;
+    let (sink, mut events) = tokio::sync::mpsc::channel(16);
+    let hashing = async {
+        let mut hasher = Sha3_256::new();
+        while let Some(event) = events.recv().await {
+            if let node::FetchEvent::Data(bytes) = event {
+                hasher.update(&bytes);
+            }
+        }
+        keyshare::ChunkHash::from_bytes(hasher.finalize().into())
+    };
+    let (receipt, hash) = tokio::join!(auditor.fetch(file.file_id, LIVENESS_BOUND, sink), hashing);
+    Ok((hash, receipt?))
+}
