@@ -17,6 +17,7 @@ pub mod error;
 pub mod faults;
 pub mod net;
 pub mod report;
+pub mod swarm;
 pub mod workload;
 pub mod world;
 
@@ -67,6 +68,13 @@ pub struct SimConfig {
     pub chunk_size_bytes: u32,
     /// How links behave when no fault is on.
     pub links: LinkConfig,
+    /// Owner counts of the swarm experiment (fetch time from 1 owner against many); none to
+    /// skip it.
+    pub swarm_owners: Vec<usize>,
+    /// Size of the swarm experiment's file.
+    pub swarm_file_size_bytes: u64,
+    /// Per-link bandwidth cap of the swarm experiment.
+    pub swarm_bandwidth_bytes_per_s: u64,
 }
 
 impl Default for SimConfig {
@@ -82,6 +90,9 @@ impl Default for SimConfig {
             audits: 4,
             chunk_size_bytes: 64 * 1024,
             links: LinkConfig::default(),
+            swarm_owners: Vec::new(),
+            swarm_file_size_bytes: 16 << 20,
+            swarm_bandwidth_bytes_per_s: 12_500_000,
         }
     }
 }
@@ -109,8 +120,18 @@ impl SimConfig {
                 self.audits, self.files
             ));
         }
-        if self.file_size_bytes > 1 << 30 {
-            return bad("--file-size is at most 1 GiB in a simulation".into());
+        if self.file_size_bytes > 1 << 30 || self.swarm_file_size_bytes > 1 << 30 {
+            return bad("a simulated file holds at most 1 GiB".into());
+        }
+        if self
+            .swarm_owners
+            .iter()
+            .any(|owners| !(1..=64).contains(owners))
+        {
+            return bad("every --swarm-owners count must be 1..=64".into());
+        }
+        if self.swarm_bandwidth_bytes_per_s == 0 {
+            return bad("--bandwidth must be above 0".into());
         }
         Ok(())
     }
@@ -118,7 +139,7 @@ impl SimConfig {
     /// The command line that repeats this run.
     pub fn command_line(&self) -> String {
         let rates: Vec<String> = self.tx_rates.iter().map(u32::to_string).collect();
-        format!(
+        let mut line = format!(
             "blocktorrent-sim --seed {} --members {} --duration {} --faults {} --tx-rate {} --files {} --file-size {} --audits {}",
             self.seed,
             self.members,
@@ -128,7 +149,17 @@ impl SimConfig {
             self.files,
             self.file_size_bytes,
             self.audits
-        )
+        );
+        if !self.swarm_owners.is_empty() {
+            let owners: Vec<String> = self.swarm_owners.iter().map(usize::to_string).collect();
+            line += &format!(
+                " --swarm-owners {} --swarm-file-size {} --bandwidth {}",
+                owners.join(","),
+                self.swarm_file_size_bytes,
+                self.swarm_bandwidth_bytes_per_s
+            );
+        }
+        line
     }
 }
 
@@ -161,6 +192,7 @@ async fn simulate(config: &SimConfig, progress: &mut dyn FnMut(&str)) -> Result<
         config.seed,
         config.members,
         config.chunk_size_bytes,
+        None,
         network,
     )?;
     progress(&format!("starting {} members", config.members));
@@ -227,6 +259,20 @@ async fn simulate(config: &SimConfig, progress: &mut dyn FnMut(&str)) -> Result<
     }
     let trace_hash = keyshare::ChunkHash::of(&trace).to_string();
     world.shutdown().await;
+    let network = world.network.stats();
+    let swarm = if config.swarm_owners.is_empty() {
+        Vec::new()
+    } else {
+        progress("swarm experiment: one owner against many");
+        swarm::experiment(
+            config.seed,
+            &config.swarm_owners,
+            config.swarm_file_size_bytes,
+            config.chunk_size_bytes,
+            config.swarm_bandwidth_bytes_per_s,
+        )
+        .await?
+    };
     let ok = checks.iter().all(|check| check.ok);
     Ok(Report {
         seed: config.seed,
@@ -236,7 +282,8 @@ async fn simulate(config: &SimConfig, progress: &mut dyn FnMut(&str)) -> Result<
         rounds: rounds.iter().map(Round::of).collect(),
         files,
         faults_injected,
-        network: world.network.stats(),
+        network,
+        swarm,
         checks,
         ok,
         trace_hash,
@@ -246,7 +293,7 @@ async fn simulate(config: &SimConfig, progress: &mut dyn FnMut(&str)) -> Result<
     })
 }
 
-async fn wait_for_leader(world: &World) -> Result<(), SimError> {
+pub(crate) async fn wait_for_leader(world: &World) -> Result<(), SimError> {
     let deadline = Instant::now() + LEADER_BOUND;
     while Instant::now() < deadline {
         if let Some(node) = world.node(0)

@@ -49,6 +49,20 @@ struct Args {
     /// Print the report as one JSON object instead of the table.
     #[arg(long)]
     json: bool,
+    /// Also run the swarm experiment for these owner counts, e.g. 1,2,4,8: the auditor's fetch
+    /// time from one owner (client–server) against many (BitTorrent-style).
+    #[arg(long, value_delimiter = ',')]
+    swarm_owners: Vec<usize>,
+    /// Size in bytes of the swarm experiment's file.
+    #[arg(long, default_value_t = 16 << 20)]
+    swarm_file_size: u64,
+    /// Per-link bandwidth cap of the swarm experiment, bytes per second (default 100 Mbit/s).
+    #[arg(long, default_value_t = 12_500_000)]
+    bandwidth: u64,
+    /// Run this many seeds, from --seed on, printing one line each (a sweep, for nightly use);
+    /// exits 1 if any run's checkers failed, listing how to reproduce each.
+    #[arg(long)]
+    seeds: Option<u64>,
 }
 
 fn main() -> ExitCode {
@@ -69,11 +83,17 @@ fn main() -> ExitCode {
         files: args.files,
         file_size_bytes: args.file_size,
         audits: args.audits,
+        swarm_owners: args.swarm_owners,
+        swarm_file_size_bytes: args.swarm_file_size,
+        swarm_bandwidth_bytes_per_s: args.bandwidth,
         ..SimConfig::default()
     };
     if let Err(error) = config.validate() {
         eprintln!("error: {error}");
         return ExitCode::from(2);
+    }
+    if let Some(count) = args.seeds {
+        return sweep(&config, count);
     }
     let spinner = if args.json || !std::io::stderr().is_terminal() {
         indicatif::ProgressBar::hidden()
@@ -116,6 +136,60 @@ fn main() -> ExitCode {
         ExitCode::SUCCESS
     } else {
         eprintln!("a checker failed; reproduce with: {}", report.reproduce);
+        ExitCode::FAILURE
+    }
+}
+
+/// Runs `count` seeds from `config.seed` on; one line per seed, the failures at the end.
+fn sweep(config: &SimConfig, count: u64) -> ExitCode {
+    let mut failures = Vec::new();
+    let started = std::time::Instant::now();
+    for seed in config.seed..config.seed.saturating_add(count) {
+        let config = SimConfig {
+            seed,
+            ..config.clone()
+        };
+        match simulator::run(&config, &mut |_| {}) {
+            Ok(report) => {
+                let failed: Vec<&str> = report
+                    .checks
+                    .iter()
+                    .filter(|check| !check.ok)
+                    .map(|check| check.name)
+                    .collect();
+                println!(
+                    "seed {seed}: {} ({} faults, {} tx acknowledged, {:.1} virtual s in {:.1} s)",
+                    if failed.is_empty() {
+                        "ok".to_owned()
+                    } else {
+                        format!("FAILED: {}", failed.join("; "))
+                    },
+                    report.faults_injected.len(),
+                    report.rounds.iter().map(|round| round.succ).sum::<usize>(),
+                    report.virtual_s,
+                    report.real_s
+                );
+                if !failed.is_empty() {
+                    failures.push(report.reproduce);
+                }
+            }
+            Err(error) => {
+                println!("seed {seed}: ERROR {error}");
+                failures.push(config.command_line());
+            }
+        }
+    }
+    println!(
+        "{} of {count} seeds green in {:.0} s",
+        count - failures.len() as u64,
+        started.elapsed().as_secs_f64()
+    );
+    for reproduce in &failures {
+        eprintln!("reproduce with: {reproduce}");
+    }
+    if failures.is_empty() {
+        ExitCode::SUCCESS
+    } else {
         ExitCode::FAILURE
     }
 }

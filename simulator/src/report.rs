@@ -12,6 +12,7 @@ use crate::check::Check;
 use crate::error::SimError;
 use crate::faults::FaultEvent;
 use crate::net::NetStats;
+use crate::swarm::SwarmPoint;
 use crate::workload::RoundResult;
 
 /// Latency statistics in seconds.
@@ -127,6 +128,8 @@ pub struct Report {
     pub faults_injected: Vec<FaultEvent>,
     /// What the network did.
     pub network: NetStats,
+    /// The swarm experiment: fetch time against owner count (empty if not run).
+    pub swarm: Vec<SwarmPoint>,
     /// The checkers' verdicts.
     pub checks: Vec<Check>,
     /// All checkers held.
@@ -195,6 +198,19 @@ impl Report {
             n.corrupted,
             self.faults_injected.len()
         );
+        if !self.swarm.is_empty() {
+            let _ = writeln!(
+                out,
+                "\n| Owners | Fetch time (s) | Speed-up over one owner | Peers used |\n|---|---|---|---|"
+            );
+            for point in &self.swarm {
+                let _ = writeln!(
+                    out,
+                    "| {} | {:.3} | {:.2}x | {} |",
+                    point.owners, point.fetch_s, point.speedup, point.peers_used
+                );
+            }
+        }
         for check in &self.checks {
             let _ = writeln!(
                 out,
@@ -223,17 +239,21 @@ impl Report {
             path: dir.join("report.json"),
             source: std::io::Error::other(error),
         })?;
-        let files = [
+        let mut files = vec![
             ("report.json", json),
             ("throughput.svg", self.throughput_plot()?),
             ("latency.svg", self.latency_plot()?),
         ];
+        if !self.swarm.is_empty() {
+            files.push(("swarm.svg", self.swarm_plot()?));
+        }
         for (name, contents) in &files {
             let path = dir.join(name);
             std::fs::write(&path, contents).map_err(io(&path))?;
         }
+        let plots: Vec<&str> = files[1..].iter().map(|(_, svg)| svg.as_str()).collect();
         let path = dir.join("report.html");
-        std::fs::write(&path, self.html(&files[1].1, &files[2].1)).map_err(io(&path))?;
+        std::fs::write(&path, self.html(&plots)).map_err(io(&path))?;
         Ok(())
     }
 
@@ -245,6 +265,7 @@ impl Report {
             .collect();
         plot(
             "Throughput against send rate",
+            "send rate (TPS)",
             "throughput (TPS)",
             &[("throughput", &points, BLUE)],
         )
@@ -263,12 +284,27 @@ impl Report {
             .collect();
         plot(
             "Latency against send rate",
+            "send rate (TPS)",
             "latency (s)",
             &[("average", &avg, BLUE), ("p99", &p99, RED)],
         )
     }
 
-    fn html(&self, throughput: &str, latency: &str) -> String {
+    fn swarm_plot(&self) -> Result<String, SimError> {
+        let points: Vec<(f64, f64)> = self
+            .swarm
+            .iter()
+            .map(|point| (point.owners as f64, point.fetch_s))
+            .collect();
+        plot(
+            "Fetch time against owners (per-link bandwidth cap)",
+            "owners",
+            "fetch time (s)",
+            &[("swarm fetch", &points, BLUE)],
+        )
+    }
+
+    fn html(&self, plots: &[&str]) -> String {
         let escape = |text: &str| {
             text.replace('&', "&amp;")
                 .replace('<', "&lt;")
@@ -311,7 +347,7 @@ impl Report {
 {virt:.1} virtual s in {real:.1} real s; trace <code>{trace}</code></p>\
 <h2>Transactions</h2><table><tr><th>Name</th><th>Succ</th><th>Fail</th><th>Send Rate (TPS)</th><th>Max Latency (s)</th>\
 <th>Min Latency (s)</th><th>Avg Latency (s)</th><th>p50 (s)</th><th>p99 (s)</th><th>Throughput (TPS)</th></tr>{rows}</table>\
-<div>{throughput}</div><div>{latency}</div><h2>Checkers</h2><ul>{checks}</ul>\
+{plots}<h2>Checkers</h2><ul>{checks}</ul>\
 <h2>Run</h2><pre>{table}</pre><p>Reproduce with <code>{reproduce}</code></p></body></html>",
             seed = self.seed,
             members = self.members,
@@ -322,15 +358,24 @@ impl Report {
             trace = self.trace_hash,
             table = escape(&self.table()),
             reproduce = escape(&self.reproduce),
+            plots = plots
+                .iter()
+                .map(|svg| format!("<div>{svg}</div>"))
+                .collect::<String>(),
         )
     }
 }
 
-/// One line of a plot: its name, its (send rate, value) points and its colour.
+/// One line of a plot: its name, its (x, y) points and its colour.
 type Series<'a> = (&'a str, &'a Vec<(f64, f64)>, RGBColor);
 
-/// An SVG line plot of `series` against the send rate.
-fn plot(title: &str, y_label: &str, series: &[Series<'_>]) -> Result<String, SimError> {
+/// An SVG line plot of `series`.
+fn plot(
+    title: &str,
+    x_label: &str,
+    y_label: &str,
+    series: &[Series<'_>],
+) -> Result<String, SimError> {
     let fail = |reason: String| SimError::Plot {
         what: title.to_owned(),
         reason,
@@ -358,7 +403,7 @@ fn plot(title: &str, y_label: &str, series: &[Series<'_>]) -> Result<String, Sim
             .map_err(|e| fail(e.to_string()))?;
         chart
             .configure_mesh()
-            .x_desc("send rate (TPS)")
+            .x_desc(x_label)
             .y_desc(y_label)
             .draw()
             .map_err(|e| fail(e.to_string()))?;

@@ -60,11 +60,13 @@ fn member_keys(seed: u64, index: usize) -> Keys {
 }
 
 impl World {
-    /// A consortium of `members` (the last one the auditor) on `network`, nobody started yet.
+    /// A consortium of `members` (the last one the auditor) on `network`, nobody started yet;
+    /// `replication` owners per chunk (the default, min(3, holders), when `None`).
     pub fn new(
         seed: u64,
         members: usize,
         chunk_size_bytes: u32,
+        replication: Option<u32>,
         network: SimNetwork,
     ) -> Result<Self, SimError> {
         if members < 3 {
@@ -88,8 +90,13 @@ impl World {
                 }
             })
             .collect();
-        let consortium =
-            Consortium::with_defaults(format!("sim-{seed}"), entries, None, None, chunk_size_bytes);
+        let consortium = Consortium::with_defaults(
+            format!("sim-{seed}"),
+            entries,
+            None,
+            replication,
+            chunk_size_bytes,
+        );
         let slots = consortium
             .members
             .iter()
