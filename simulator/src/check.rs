@@ -28,12 +28,20 @@ impl Check {
     }
 }
 
-/// The longest chain among the running members, by height.
+/// The chain as the running members store it, by height. A member that caught up from a
+/// snapshot stores no block below it, so blocks are gathered from several members; two members
+/// holding different blocks at one height is a fork.
 pub struct Chain {
     blocks: BTreeMap<u64, Block>,
+    /// The first height at which two members' blocks differed: (height, member, member).
+    fork: Option<(u64, usize, usize)>,
 }
 
-/// Every running member's (height, head), then the chain of one with the greatest height.
+/// Members whose whole stored chains are read (the rest are checked by their heads).
+const FULL_READS: usize = 5;
+
+/// Every running member's (height, head), and the chain gathered from the longest members until
+/// every height is covered and at least [`FULL_READS`] members were read.
 pub async fn read_chains(world: &World) -> (Vec<(usize, u64, BlockHash)>, Chain) {
     let mut heads = Vec::new();
     for index in 0..world.len() {
@@ -44,39 +52,85 @@ pub async fn read_chains(world: &World) -> (Vec<(usize, u64, BlockHash)>, Chain)
             heads.push((index, status.height, status.head_hash));
         }
     }
-    let mut blocks = BTreeMap::new();
-    if let Some(&(longest, height, _)) = heads.iter().max_by_key(|(_, height, _)| *height)
-        && let Some(node) = world.node(longest)
-    {
+    let mut by_height: Vec<(usize, u64)> = heads.iter().map(|(i, h, _)| (*i, *h)).collect();
+    by_height.sort_by_key(|(index, height)| (std::cmp::Reverse(*height), *index));
+    let top = by_height.first().map_or(0, |(_, height)| *height);
+    let mut chain = Chain {
+        blocks: BTreeMap::new(),
+        fork: None,
+    };
+    let mut owners: BTreeMap<u64, usize> = BTreeMap::new();
+    for (read, (index, _)) in by_height.iter().enumerate() {
+        if read >= FULL_READS && chain.blocks.len() as u64 >= top {
+            break;
+        }
+        let Some(node) = world.node(*index) else {
+            continue;
+        };
         let mut from = 1;
-        while from <= height {
+        loop {
             let Ok(batch) = node.blocks(from, BLOCK_BATCH).await else {
                 break;
             };
-            if batch.is_empty() {
+            let Some(last) = batch.last().map(|block| block.height) else {
                 break;
-            }
+            };
             for block in batch {
-                from = block.height + 1;
-                blocks.insert(block.height, block);
+                let height = block.height;
+                match chain.blocks.get(&height) {
+                    Some(known) if known.hash() != block.hash() => {
+                        let other = owners.get(&height).copied().unwrap_or(*index);
+                        chain.fork.get_or_insert((height, other, *index));
+                    }
+                    Some(_) => {}
+                    None => {
+                        owners.insert(height, *index);
+                        chain.blocks.insert(height, block);
+                    }
+                }
             }
+            from = last + 1;
         }
     }
-    (heads, Chain { blocks })
+    (heads, chain)
 }
 
-/// Every member's chain is a prefix of the longest one: blocks are hash-chained, so a member
-/// at height `h` agrees with it when its head is the longest chain's block `h` — and the
-/// longest chain itself links up from genesis.
+/// Every member's chain is a prefix of one chain: no two members hold different blocks at a
+/// height, the gathered blocks link up from genesis with none missing, and every member's head
+/// is that chain's block at its height (blocks are hash-chained, so that covers the members
+/// whose blocks were not read).
 pub fn chains_agree(heads: &[(usize, u64, BlockHash)], chain: &Chain) -> Check {
     let name = "chains are prefixes of one another";
+    if let Some((height, a, b)) = chain.fork {
+        return Check::new(
+            name,
+            false,
+            format!(
+                "member-{} and member-{} hold different blocks at height {height}",
+                a + 1,
+                b + 1
+            ),
+        );
+    }
     let mut previous = ledger::GENESIS_PREV_HASH;
-    for (height, block) in &chain.blocks {
+    let top = heads
+        .iter()
+        .map(|(_, height, _)| *height)
+        .max()
+        .unwrap_or(0);
+    for height in 1..=top {
+        let Some(block) = chain.blocks.get(&height) else {
+            return Check::new(
+                name,
+                false,
+                format!("no running member stores block {height}"),
+            );
+        };
         if block.prev_hash != previous {
             return Check::new(
                 name,
                 false,
-                format!("the longest chain does not link at height {height}"),
+                format!("block {height} does not link to block {}", height - 1),
             );
         }
         previous = block.hash();
@@ -97,7 +151,6 @@ pub fn chains_agree(heads: &[(usize, u64, BlockHash)], chain: &Chain) -> Check {
             );
         }
     }
-    let top = chain.blocks.keys().next_back().copied().unwrap_or(0);
     Check::new(
         name,
         true,
