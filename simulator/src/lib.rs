@@ -64,6 +64,8 @@ pub struct SimConfig {
     pub file_size_bytes: u64,
     /// Stored files the auditor recreates in the liveness phase.
     pub audits: usize,
+    /// Sensor readings arriving in members' private databases during the safety phase.
+    pub sensor_records: usize,
     /// Chunk size of the consortium.
     pub chunk_size_bytes: u32,
     /// How links behave when no fault is on.
@@ -88,6 +90,7 @@ impl Default for SimConfig {
             files: 4,
             file_size_bytes: 1 << 20,
             audits: 4,
+            sensor_records: 8,
             chunk_size_bytes: 64 * 1024,
             links: LinkConfig::default(),
             swarm_owners: Vec::new(),
@@ -140,7 +143,7 @@ impl SimConfig {
     pub fn command_line(&self) -> String {
         let rates: Vec<String> = self.tx_rates.iter().map(u32::to_string).collect();
         let mut line = format!(
-            "blocktorrent-sim --seed {} --members {} --duration {} --faults {} --tx-rate {} --files {} --file-size {} --audits {}",
+            "blocktorrent-sim --seed {} --members {} --duration {} --faults {} --tx-rate {} --files {} --file-size {} --audits {} --sensor-records {}",
             self.seed,
             self.members,
             self.duration_secs,
@@ -148,7 +151,8 @@ impl SimConfig {
             rates.join(","),
             self.files,
             self.file_size_bytes,
-            self.audits
+            self.audits,
+            self.sensor_records
         );
         if !self.swarm_owners.is_empty() {
             let owners: Vec<String> = self.swarm_owners.iter().map(usize::to_string).collect();
@@ -228,6 +232,15 @@ async fn simulate(config: &SimConfig, progress: &mut dyn FnMut(&str)) -> Result<
             store_files(&directory, seed, count, size, seconds, &mut rng).await
         })
     };
+    let sensors = {
+        let directory = world.directory();
+        let (seed, count) = (config.seed, config.sensor_records);
+        let seconds = config.duration_secs as f64;
+        tokio::spawn(async move {
+            let mut rng = StdRng::seed_from_u64(part_seed(seed, 6));
+            workload::sensor_feed(&directory, count, seconds, &mut rng).await
+        })
+    };
     let faults_injected = faults::inject(
         &mut world,
         config.faults,
@@ -238,11 +251,13 @@ async fn simulate(config: &SimConfig, progress: &mut dyn FnMut(&str)) -> Result<
     .await?;
     let rounds = transactions.await.unwrap_or_default();
     let (stored, store_failed) = files.await.unwrap_or_default();
+    let ingested = sensors.await.unwrap_or_default();
 
     progress("liveness phase: healed; probe, catch-up and audits");
     let mut checks = liveness(&world).await;
     let (files, audit_check) = audit(&world, &stored, store_failed, config.audits).await;
     checks.push(audit_check);
+    checks.push(sensor_records_shared(&world, &ingested).await);
     let (heads, chain) = read_chains(&world).await;
     checks.insert(0, chains_agree(&heads, &chain));
     let acknowledged = acknowledged
@@ -376,6 +391,42 @@ async fn liveness(world: &World) -> Vec<Check> {
             .first()
             .map(|name| format!("{name} did not reach block {} in time", probe.height)),
     )]
+}
+
+/// Every sensor reading a member accepted is shared — each as its own file, once — within the
+/// liveness bound, however often its member crashed meanwhile.
+async fn sensor_records_shared(world: &World, ingested: &[workload::Ingested]) -> Check {
+    let name = "every ingested record is shared, once, after faults heal";
+    let deadline = Instant::now() + LIVENESS_BOUND;
+    let mut files = std::collections::BTreeSet::new();
+    let mut first_bad = None;
+    for (member, key) in ingested {
+        let shared = loop {
+            let record = world
+                .node(*member)
+                .and_then(|node| node.record_shared(key).ok().flatten());
+            if record.is_some() || Instant::now() >= deadline {
+                break record;
+            }
+            tokio::time::sleep(Duration::from_millis(200)).await;
+        };
+        match shared {
+            Some(record) if files.insert(record.file_id) => {}
+            Some(record) => {
+                first_bad.get_or_insert(format!("file {} shared for two records", record.file_id));
+            }
+            None => {
+                first_bad.get_or_insert(format!(
+                    "member-{}'s record {}/{} not shared in time",
+                    member + 1,
+                    key.stream,
+                    key.seq
+                ));
+            }
+        }
+    }
+    let bad = ingested.len() - files.len();
+    counted(name, files.len(), bad, first_bad)
 }
 
 /// The auditor recreates up to `audits` stored files, each compared with its original.

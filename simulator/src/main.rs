@@ -43,6 +43,10 @@ struct Args {
     /// Stored files the auditor recreates and compares in the liveness phase.
     #[arg(long, default_value_t = 4)]
     audits: usize,
+    /// Sensor readings arriving in members' private databases during the safety phase (the
+    /// nodes share them on their own).
+    #[arg(long, default_value_t = 8)]
+    sensor_records: usize,
     /// Write report.json, the SVG plots and report.html into this directory.
     #[arg(long)]
     report: Option<PathBuf>,
@@ -83,6 +87,7 @@ fn main() -> ExitCode {
         files: args.files,
         file_size_bytes: args.file_size,
         audits: args.audits,
+        sensor_records: args.sensor_records,
         swarm_owners: args.swarm_owners,
         swarm_file_size_bytes: args.swarm_file_size,
         swarm_bandwidth_bytes_per_s: args.bandwidth,
