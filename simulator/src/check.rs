@@ -201,3 +201,77 @@ pub fn counted(name: &'static str, good: usize, bad: usize, first_bad: Option<St
         _ => Check::new(name, bad == 0, format!("{good} of {}", good + bad)),
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn chain_of(timestamps: &[u64]) -> Vec<Block> {
+        let mut previous = ledger::GENESIS_PREV_HASH;
+        timestamps
+            .iter()
+            .enumerate()
+            .map(|(i, timestamp_ms)| {
+                let block = Block {
+                    height: i as u64 + 1,
+                    prev_hash: previous,
+                    timestamp_ms: *timestamp_ms,
+                    txs: Vec::new(),
+                    results: Vec::new(),
+                };
+                previous = block.hash();
+                block
+            })
+            .collect()
+    }
+
+    fn gathered(blocks: &[Block]) -> Chain {
+        Chain {
+            blocks: blocks.iter().map(|b| (b.height, b.clone())).collect(),
+            fork: None,
+        }
+    }
+
+    #[test]
+    fn agreeing_heads_pass_and_a_head_off_the_chain_fails() {
+        let blocks = chain_of(&[1, 2, 3]);
+        let chain = gathered(&blocks);
+        let heads = vec![
+            (0, 3, blocks[2].hash()),
+            (1, 2, blocks[1].hash()),
+            (2, 0, ledger::GENESIS_PREV_HASH),
+        ];
+        assert!(chains_agree(&heads, &chain).ok);
+        let other = chain_of(&[1, 2, 99]);
+        let diverged = vec![(0, 3, blocks[2].hash()), (1, 3, other[2].hash())];
+        let check = chains_agree(&diverged, &chain);
+        assert!(
+            !check.ok && check.detail.contains("member-2"),
+            "{}",
+            check.detail
+        );
+    }
+
+    #[test]
+    fn a_missing_or_unlinked_block_or_a_fork_fails() {
+        let blocks = chain_of(&[1, 2, 3]);
+        let heads = vec![(0, 3, blocks[2].hash())];
+        let mut missing = gathered(&blocks);
+        missing.blocks.remove(&2);
+        assert!(!chains_agree(&heads, &missing).ok);
+        let mut unlinked = gathered(&blocks);
+        unlinked.blocks.insert(2, chain_of(&[7, 8])[1].clone());
+        assert!(!chains_agree(&heads, &unlinked).ok);
+        let mut forked = gathered(&blocks);
+        forked.fork = Some((2, 0, 1));
+        assert!(!chains_agree(&heads, &forked).ok);
+    }
+
+    #[test]
+    fn an_acknowledged_transaction_absent_from_its_block_fails() {
+        let chain = gathered(&chain_of(&[1]));
+        let absent = TxId::from_bytes([7; 32]);
+        assert!(acknowledged_on_chain(&[], &chain).ok);
+        assert!(!acknowledged_on_chain(&[(absent, 1)], &chain).ok);
+    }
+}

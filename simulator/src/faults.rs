@@ -227,3 +227,26 @@ fn heal(
     }
     Ok(())
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn fault_lists_parse_and_print_back() {
+        let faults: Faults = "crash, loss".parse().unwrap_or_default();
+        assert!(faults.crash && faults.loss && !faults.partition && !faults.corrupt);
+        assert_eq!(faults.to_string(), "crash,loss");
+        let all: Faults = "all".parse().unwrap_or_default();
+        assert_eq!(all.to_string(), FAULT_NAMES.join(","));
+        assert_eq!(
+            "none".parse::<Faults>().map(|f| f.to_string()).ok(),
+            Some("none".into())
+        );
+        let error = "crash,meteor"
+            .parse::<Faults>()
+            .err()
+            .map(|e| e.to_string());
+        assert!(error.is_some_and(|e| e.contains("meteor") && e.contains("partition")));
+    }
+}

@@ -355,3 +355,105 @@ impl Transport for SimTransport {
         Ok(())
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use std::sync::atomic::{AtomicU32, Ordering};
+
+    use super::*;
+
+    /// Answers pings and counts messages.
+    #[derive(Default)]
+    struct Echo(AtomicU32);
+
+    impl Handler for Echo {
+        fn handle(&self, _: &PeerId, request: Request) -> Response {
+            match request {
+                Request::Ping { nonce } => Response::Pong { nonce },
+                _ => Response::Stored,
+            }
+        }
+        fn on_message(&self, _: &PeerId, _: Vec<u8>) {
+            self.0.fetch_add(1, Ordering::SeqCst);
+        }
+    }
+
+    fn pair(links: LinkConfig) -> (SimNetwork, SimTransport, PeerId, Arc<Echo>) {
+        let network = SimNetwork::new(5, links);
+        let (a, b) = (PeerId::from_bytes([1; 32]), PeerId::from_bytes([2; 32]));
+        let echo = Arc::new(Echo::default());
+        let transport = network.attach(a, Arc::new(Echo::default()));
+        network.attach(b, echo.clone());
+        (network, transport, b, echo)
+    }
+
+    fn ping() -> Request {
+        Request::Ping { nonce: 9 }
+    }
+
+    #[tokio::test(start_paused = true)]
+    async fn a_cut_link_loses_one_way_only_and_heals() {
+        let (network, a, b, echo) = pair(LinkConfig::default());
+        let second = Duration::from_secs(1);
+        network.set_cut(b, a.local_peer(), true);
+        // The request arrives, the answer does not: the caller times out.
+        assert!(matches!(
+            a.request(b, ping(), second).await,
+            Err(TransportError::Timeout { .. })
+        ));
+        a.send_message(b, vec![1]).await.ok();
+        tokio::time::sleep(second).await;
+        assert_eq!(echo.0.load(Ordering::SeqCst), 1, "a → b still carries");
+        network.repair_all();
+        assert!(matches!(
+            a.request(b, ping(), second).await,
+            Ok(Response::Pong { nonce: 9 })
+        ));
+    }
+
+    #[tokio::test(start_paused = true)]
+    async fn bandwidth_caps_serialize_a_link() {
+        let links = LinkConfig {
+            latency_ms_min: 0.0,
+            latency_ms_mean: 0.0,
+            bandwidth_bytes_per_s: Some(1_000_000),
+            ..LinkConfig::default()
+        };
+        let (_, a, b, _) = pair(links);
+        let start = Instant::now();
+        let put = || Request::PutChunk {
+            hash: keyshare::ChunkHash::from_bytes([0; 32]),
+            bytes: vec![0; 500_000 - 48],
+        };
+        let (first, second) = tokio::join!(
+            a.request(b, put(), Duration::from_secs(10)),
+            a.request(b, put(), Duration::from_secs(10))
+        );
+        assert!(first.is_ok() && second.is_ok());
+        // Two half-megabyte requests on a 1 MB/s link take a second, not half of one.
+        let elapsed = start.elapsed().as_secs_f64();
+        assert!((0.99..1.1).contains(&elapsed), "{elapsed}");
+    }
+
+    #[tokio::test(start_paused = true)]
+    async fn lost_traffic_is_counted_and_a_liar_corrupts_chunks() {
+        let links = LinkConfig {
+            loss_probability: 1.0,
+            ..LinkConfig::default()
+        };
+        let (network, a, b, echo) = pair(links);
+        a.send_message(b, vec![1]).await.ok();
+        tokio::time::sleep(Duration::from_secs(1)).await;
+        assert_eq!(echo.0.load(Ordering::SeqCst), 0);
+        assert_eq!(network.stats().lost, 1);
+        let mut chunk = Response::Chunk { bytes: vec![1, 2] };
+        network.set_liar(b, true);
+        network.tamper(&b, &mut chunk);
+        assert_eq!(
+            chunk,
+            Response::Chunk {
+                bytes: vec![1 ^ 0x5a, 2]
+            }
+        );
+    }
+}
