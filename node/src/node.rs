@@ -270,8 +270,10 @@ impl<T: Transport> Node<T> {
         }
     }
 
-    /// Stops the tasks where they are, as a power cut would: nothing is flushed or finished.
-    /// What survives is what the databases made durable (the simulator's and tests' crash).
+    /// Stops the tasks where they are: no duty or share is finished. The databases the tasks
+    /// held are dropped, and redb closes a database cleanly when it is dropped — so a crash
+    /// test must take the disks away first (fail them, or move to `MemoryDisk::after_crash`
+    /// copies) for only what was synced to survive.
     pub async fn abort(&self) {
         let tasks = std::mem::take(&mut *self.tasks.lock().unwrap_or_else(PoisonError::into_inner));
         for task in &tasks {
@@ -288,6 +290,14 @@ impl<T: Transport> Node<T> {
     pub async fn submit(&self, body: ledger::Body) -> Result<crate::Receipt, Error> {
         let mut receipts = self.shared.submit_all(vec![body]).await?;
         receipts.pop().ok_or(Error::Stopped)
+    }
+
+    /// The height and head of this replica's applied chain (no network traffic, unlike
+    /// [`Self::status`]).
+    pub async fn head(&self) -> Result<(u64, ledger::BlockHash), Error> {
+        self.shared
+            .query(|replica| (replica.state().height(), replica.state().head()))
+            .await
     }
 
     /// Up to `max` applied blocks from height `from` on, as this replica stored them.

@@ -35,6 +35,9 @@ pub struct Chain {
     blocks: BTreeMap<u64, Block>,
     /// The first height at which two members' blocks differed: (height, member, member).
     fork: Option<(u64, usize, usize)>,
+    /// Members that did not answer, or whose stored block at their head height is missing or
+    /// is not their head.
+    unreadable: Vec<String>,
 }
 
 /// Members whose whole stored chains are read (the rest are checked by their heads).
@@ -43,25 +46,32 @@ const FULL_READS: usize = 5;
 /// Every running member's (height, head), and the chain gathered from the longest members until
 /// every height is covered and at least [`FULL_READS`] members were read.
 pub async fn read_chains(world: &World) -> (Vec<(usize, u64, BlockHash)>, Chain) {
+    let mut chain = Chain {
+        blocks: BTreeMap::new(),
+        fork: None,
+        unreadable: Vec::new(),
+    };
     let mut heads = Vec::new();
     for index in 0..world.len() {
-        let Some(node) = world.node(index) else {
-            continue;
-        };
-        if let Ok(status) = node.status().await {
-            heads.push((index, status.height, status.head_hash));
+        match world.node(index) {
+            Some(node) => match node.head().await {
+                Ok((height, head)) => heads.push((index, height, head)),
+                Err(error) => chain
+                    .unreadable
+                    .push(format!("member-{}: {error}", index + 1)),
+            },
+            None => chain
+                .unreadable
+                .push(format!("member-{} is not running", index + 1)),
         }
     }
     let mut by_height: Vec<(usize, u64)> = heads.iter().map(|(i, h, _)| (*i, *h)).collect();
     by_height.sort_by_key(|(index, height)| (std::cmp::Reverse(*height), *index));
     let top = by_height.first().map_or(0, |(_, height)| *height);
-    let mut chain = Chain {
-        blocks: BTreeMap::new(),
-        fork: None,
-    };
     let mut owners: BTreeMap<u64, usize> = BTreeMap::new();
+    let covered = |chain: &Chain| chain.blocks.range(1..=top).count() as u64 >= top;
     for (read, (index, _)) in by_height.iter().enumerate() {
-        if read >= FULL_READS && chain.blocks.len() as u64 >= top {
+        if read >= FULL_READS && covered(&chain) {
             break;
         }
         let Some(node) = world.node(*index) else {
@@ -76,23 +86,53 @@ pub async fn read_chains(world: &World) -> (Vec<(usize, u64, BlockHash)>, Chain)
                 break;
             };
             for block in batch {
-                let height = block.height;
-                match chain.blocks.get(&height) {
-                    Some(known) if known.hash() != block.hash() => {
-                        let other = owners.get(&height).copied().unwrap_or(*index);
-                        chain.fork.get_or_insert((height, other, *index));
-                    }
-                    Some(_) => {}
-                    None => {
-                        owners.insert(height, *index);
-                        chain.blocks.insert(height, block);
-                    }
-                }
+                merge(&mut chain, &mut owners, *index, block);
             }
             from = last + 1;
         }
     }
+    // Every member, read in full or not, stores the block at its head height, and it is its
+    // head: its stored chain is not judged by its state alone.
+    for (index, height, head) in &heads {
+        if *height == 0 {
+            continue;
+        }
+        let Some(node) = world.node(*index) else {
+            continue;
+        };
+        match node.blocks(*height, 1).await {
+            Ok(blocks)
+                if blocks
+                    .first()
+                    .is_some_and(|b| b.height == *height && b.hash() == *head) =>
+            {
+                if let Some(block) = blocks.into_iter().next() {
+                    merge(&mut chain, &mut owners, *index, block);
+                }
+            }
+            _ => chain.unreadable.push(format!(
+                "member-{} does not store its head block {height}",
+                index + 1
+            )),
+        }
+    }
     (heads, chain)
+}
+
+/// Adds `block`, read from member `index`, noting a fork if another member's differs.
+fn merge(chain: &mut Chain, owners: &mut BTreeMap<u64, usize>, index: usize, block: Block) {
+    let height = block.height;
+    match chain.blocks.get(&height) {
+        Some(known) if known.hash() != block.hash() => {
+            let other = owners.get(&height).copied().unwrap_or(index);
+            chain.fork.get_or_insert((height, other, index));
+        }
+        Some(_) => {}
+        None => {
+            owners.insert(height, index);
+            chain.blocks.insert(height, block);
+        }
+    }
 }
 
 /// Every member's chain is a prefix of one chain: no two members hold different blocks at a
@@ -101,6 +141,12 @@ pub async fn read_chains(world: &World) -> (Vec<(usize, u64, BlockHash)>, Chain)
 /// whose blocks were not read).
 pub fn chains_agree(heads: &[(usize, u64, BlockHash)], chain: &Chain) -> Check {
     let name = "chains are prefixes of one another";
+    if let Some(first) = chain.unreadable.first() {
+        return Check::new(name, false, first.clone());
+    }
+    if heads.is_empty() {
+        return Check::new(name, false, "no member answered".into());
+    }
     if let Some((height, a, b)) = chain.fork {
         return Check::new(
             name,
@@ -229,6 +275,7 @@ mod tests {
         Chain {
             blocks: blocks.iter().map(|b| (b.height, b.clone())).collect(),
             fork: None,
+            unreadable: Vec::new(),
         }
     }
 
@@ -265,6 +312,10 @@ mod tests {
         let mut forked = gathered(&blocks);
         forked.fork = Some((2, 0, 1));
         assert!(!chains_agree(&heads, &forked).ok);
+        let mut unread = gathered(&blocks);
+        unread.unreadable.push("member-4 is not running".into());
+        assert!(!chains_agree(&heads, &unread).ok);
+        assert!(!chains_agree(&[], &gathered(&blocks)).ok);
     }
 
     #[test]

@@ -107,8 +107,16 @@ impl SimConfig {
         if !(3..=1_000).contains(&self.members) {
             return bad(format!("--members must be 3..=1000, not {}", self.members));
         }
-        if self.duration_secs == 0 {
-            return bad("--duration must be at least 1 virtual second".into());
+        if !(1..=86_400).contains(&self.duration_secs) {
+            return bad("--duration must be 1..=86400 virtual seconds".into());
+        }
+        let per_round = self.duration_secs as f64 / self.tx_rates.len().max(1) as f64;
+        if self
+            .tx_rates
+            .iter()
+            .any(|rate| f64::from(*rate) * per_round > 10_000_000.0)
+        {
+            return bad("a round may send at most 10,000,000 transactions".into());
         }
         if self
             .tx_rates
@@ -132,6 +140,9 @@ impl SimConfig {
             .any(|owners| !(1..=64).contains(owners))
         {
             return bad("every --swarm-owners count must be 1..=64".into());
+        }
+        if self.swarm_file_size_bytes == 0 {
+            return bad("--swarm-file-size must be at least 1 byte".into());
         }
         if self.swarm_bandwidth_bytes_per_s == 0 {
             return bad("--bandwidth must be above 0".into());
@@ -170,6 +181,7 @@ impl SimConfig {
 /// Runs one simulation to its report. `progress` hears what phase the run is in.
 pub fn run(config: &SimConfig, progress: &mut dyn FnMut(&str)) -> Result<Report, SimError> {
     config.validate()?;
+    count_panics();
     let started = std::time::Instant::now();
     let runtime = tokio::runtime::Builder::new_current_thread()
         .enable_time()
@@ -182,6 +194,30 @@ pub fn run(config: &SimConfig, progress: &mut dyn FnMut(&str)) -> Result<Report,
     let mut report = runtime.block_on(simulate(config, progress))?;
     report.real_s = started.elapsed().as_secs_f64();
     Ok(report)
+}
+
+thread_local! {
+    /// Panics on this thread (a run owns its thread: one current-thread runtime).
+    static PANICS: std::cell::Cell<u64> = const { std::cell::Cell::new(0) };
+}
+
+/// Counts panics per thread, then reports them as before. tokio catches a panic in a spawned
+/// task, and node code runs inside the simulator's tasks (compute is inline): without this a
+/// panic could end in a green run.
+fn count_panics() {
+    static INSTALL: std::sync::Once = std::sync::Once::new();
+    INSTALL.call_once(|| {
+        let previous = std::panic::take_hook();
+        std::panic::set_hook(Box::new(move |info| {
+            PANICS.with(|count| count.set(count.get() + 1));
+            previous(info);
+        }));
+    });
+    PANICS.with(|count| count.set(0));
+}
+
+fn panics_since_start() -> u64 {
+    PANICS.with(std::cell::Cell::get)
 }
 
 /// Derives the seed of one part of the run.
@@ -249,15 +285,59 @@ async fn simulate(config: &SimConfig, progress: &mut dyn FnMut(&str)) -> Result<
         &mut fault_rng,
     )
     .await?;
-    let rounds = transactions.await.unwrap_or_default();
-    let (stored, store_failed) = files.await.unwrap_or_default();
-    let ingested = sensors.await.unwrap_or_default();
-
+    // Liveness is measured from the moment everything healed, while the workloads' stragglers
+    // still drain.
     progress("liveness phase: healed; probe, catch-up and audits");
+    let healed = Instant::now();
     let mut checks = liveness(&world).await;
-    let (files, audit_check) = audit(&world, &stored, store_failed, config.audits).await;
+    let mut crashed_workloads = Vec::new();
+    let rounds = transactions.await.unwrap_or_else(|_| {
+        crashed_workloads.push("the transaction sweep");
+        Vec::new()
+    });
+    let (stored, store_failed) = files.await.unwrap_or_else(|_| {
+        crashed_workloads.push("the file stores");
+        (Vec::new(), 0)
+    });
+    let (ingested, ingest_failed) = sensors.await.unwrap_or_else(|_| {
+        crashed_workloads.push("the sensor feed");
+        (Vec::new(), 0)
+    });
+    let (files, audit_check) = audit(&world, &stored, store_failed, config).await;
     checks.push(audit_check);
-    checks.push(sensor_records_shared(&world, &ingested).await);
+    checks.push(
+        sensor_records_shared(
+            &world,
+            &ingested,
+            ingest_failed,
+            healed + 2 * LIVENESS_BOUND,
+        )
+        .await,
+    );
+    if let Some(liar) = liar {
+        let liar_name = world.consortium.members[liar].name.clone();
+        let wrongly: Vec<&String> = files
+            .lying_peers
+            .iter()
+            .filter(|n| **n != liar_name)
+            .collect();
+        checks.push(counted(
+            "only the member that corrupts chunks is blamed for it",
+            files.lying_peers.len() - wrongly.len(),
+            wrongly.len(),
+            wrongly.first().map(|name| format!("{name} was blamed")),
+        ));
+    }
+    let panics = panics_since_start();
+    checks.push(counted(
+        "no code panicked and no workload task died",
+        1,
+        usize::from(panics > 0 || !crashed_workloads.is_empty()),
+        Some(format!(
+            "{panics} panics; workloads that died: {}",
+            crashed_workloads.join(", ")
+        )),
+    ));
     let (heads, chain) = read_chains(&world).await;
     checks.insert(0, chains_agree(&heads, &chain));
     let acknowledged = acknowledged
@@ -331,24 +411,37 @@ async fn sweep(
     acknowledged: Acknowledged,
 ) -> Vec<workload::RoundResult> {
     let factory = Arc::new(Mutex::new(factory));
-    let mut rng = StdRng::seed_from_u64(part_seed(config.seed, 5));
     let seconds = config.duration_secs as f64 / config.tx_rates.len().max(1) as f64;
-    let mut rounds = Vec::new();
-    for rate in &config.tx_rates {
-        rounds.push(
-            run_round(
+    let start = Instant::now();
+    // Round `i` starts at `i × seconds` whatever the stragglers of the round before do: the
+    // sweep stays open loop and inside the safety phase.
+    let mut rounds = tokio::task::JoinSet::new();
+    for (number, rate) in config.tx_rates.iter().copied().enumerate() {
+        tokio::time::sleep_until(start + Duration::from_secs_f64(seconds * number as f64)).await;
+        let (directory, factory, acknowledged, clock) = (
+            directory.clone(),
+            factory.clone(),
+            acknowledged.clone(),
+            clock.clone(),
+        );
+        let mut rng = StdRng::seed_from_u64(part_seed(config.seed, 5 + ((number as u64) << 8)));
+        rounds.spawn(async move {
+            let round = run_round(
                 &directory,
                 &factory,
                 &acknowledged,
                 &clock,
-                *rate,
+                rate,
                 seconds,
                 &mut rng,
             )
-            .await,
-        );
+            .await;
+            (number, round)
+        });
     }
-    rounds
+    let mut results: Vec<(usize, workload::RoundResult)> = rounds.join_all().await;
+    results.sort_by_key(|(number, _)| *number);
+    results.into_iter().map(|(_, round)| round).collect()
 }
 
 /// After healing: a probe transaction commits, and every member reaches its height.
@@ -376,6 +469,7 @@ async fn liveness(world: &World) -> Vec<Check> {
     let mut behind = Vec::new();
     for index in 0..world.len() {
         let Some(node) = world.node(index) else {
+            behind.push(format!("member-{}", index + 1));
             continue;
         };
         let left = deadline.saturating_duration_since(Instant::now());
@@ -393,13 +487,18 @@ async fn liveness(world: &World) -> Vec<Check> {
     )]
 }
 
-/// Every sensor reading a member accepted is shared — each as its own file, once — within the
-/// liveness bound, however often its member crashed meanwhile.
-async fn sensor_records_shared(world: &World, ingested: &[workload::Ingested]) -> Check {
+/// Every sensor reading a member accepted is shared — each as its own file, once, registered
+/// complete with its shares on the member's replica — by `deadline`, however often its member
+/// crashed meanwhile. A reading the node refused counts as a failure.
+async fn sensor_records_shared(
+    world: &World,
+    ingested: &[workload::Ingested],
+    ingest_failed: usize,
+    deadline: Instant,
+) -> Check {
     let name = "every ingested record is shared, once, after faults heal";
-    let deadline = Instant::now() + LIVENESS_BOUND;
     let mut files = std::collections::BTreeSet::new();
-    let mut first_bad = None;
+    let mut first_bad = (ingest_failed > 0).then(|| format!("{ingest_failed} readings refused"));
     for (member, key) in ingested {
         let shared = loop {
             let record = world
@@ -410,7 +509,21 @@ async fn sensor_records_shared(world: &World, ingested: &[workload::Ingested]) -
             }
             tokio::time::sleep(Duration::from_millis(200)).await;
         };
+        let on_chain = match (&shared, world.node(*member)) {
+            (Some(record), Some(node)) => node.file(record.file_id).await.is_ok_and(|file| {
+                file.owner == world.consortium.members[*member].id
+                    && file.is_complete()
+                    && file.deposits.is_some()
+            }),
+            _ => false,
+        };
         match shared {
+            Some(record) if !on_chain => {
+                first_bad.get_or_insert(format!(
+                    "file {} is marked shared but not complete on the ledger",
+                    record.file_id
+                ));
+            }
             Some(record) if files.insert(record.file_id) => {}
             Some(record) => {
                 first_bad.get_or_insert(format!("file {} shared for two records", record.file_id));
@@ -425,7 +538,7 @@ async fn sensor_records_shared(world: &World, ingested: &[workload::Ingested]) -
             }
         }
     }
-    let bad = ingested.len() - files.len();
+    let bad = ingested.len() - files.len() + ingest_failed;
     counted(name, files.len(), bad, first_bad)
 }
 
@@ -434,14 +547,26 @@ async fn audit(
     world: &World,
     stored: &[StoredFile],
     store_failed: usize,
-    audits: usize,
+    config: &SimConfig,
 ) -> (Files, Check) {
     let name = "every recreated file equals its original, within the liveness bound";
+    let audits = config.audits;
     let mut files = Files {
         stored: stored.len(),
         store_failed,
         ..Files::default()
     };
+    // With no faults every store must succeed; with faults at least one of those audited must.
+    let vacuous = if config.faults == Faults::default() && store_failed > 0 {
+        Some(format!("{store_failed} stores failed with no fault on"))
+    } else if audits > 0 && stored.is_empty() {
+        Some("no file was stored, so none could be audited".to_owned())
+    } else {
+        None
+    };
+    if let Some(reason) = vacuous {
+        return (files, counted(name, 0, 1, Some(reason)));
+    }
     let Some(auditor) = world.node(world.auditor()).cloned() else {
         return (
             files,

@@ -98,6 +98,10 @@ fn main() -> ExitCode {
         return ExitCode::from(2);
     }
     if let Some(count) = args.seeds {
+        if count == 0 || args.json || args.report.is_some() {
+            eprintln!("error: --seeds takes a count of at least 1, without --json or --report");
+            return ExitCode::from(2);
+        }
         return sweep(&config, count);
     }
     let spinner = if args.json || !std::io::stderr().is_terminal() {

@@ -61,10 +61,14 @@ pub struct NetStats {
     pub corrupted: u64,
     /// Bytes carried.
     pub bytes: u64,
+    /// Sends refused because their member had crashed since (a dead process sends nothing).
+    pub stale: u64,
 }
 
 struct State {
-    handlers: BTreeMap<PeerId, Arc<dyn Handler>>,
+    /// Each attached member's handler and incarnation (a restart attaches a new one).
+    handlers: BTreeMap<PeerId, (Arc<dyn Handler>, u64)>,
+    incarnations: u64,
     rng: StdRng,
     links: LinkConfig,
     /// One-way cuts: (from, to).
@@ -96,6 +100,7 @@ impl SimNetwork {
         Self {
             state: Arc::new(Mutex::new(State {
                 handlers: BTreeMap::new(),
+                incarnations: 0,
                 rng: StdRng::seed_from_u64(seed),
                 links,
                 cut: BTreeSet::new(),
@@ -114,9 +119,13 @@ impl SimNetwork {
 
     /// Attaches `peer`, served by `handler`; returns its transport.
     pub fn attach(&self, peer: PeerId, handler: Arc<dyn Handler>) -> SimTransport {
-        self.state().handlers.insert(peer, handler);
+        let mut state = self.state();
+        state.incarnations += 1;
+        let incarnation = state.incarnations;
+        state.handlers.insert(peer, (handler, incarnation));
         SimTransport {
             local: peer,
+            incarnation,
             network: self.clone(),
         }
     }
@@ -167,10 +176,21 @@ impl SimNetwork {
         self.state().stats
     }
 
-    /// Draws the fate of `bytes` sent from `from` to `to` now, and records it.
-    fn send(&self, from: PeerId, to: PeerId, kind: u8, bytes: usize, digest: u64) -> Fate {
+    /// Draws the fate of `bytes` sent from `from` to `to` now, and records it. A send from a
+    /// process that has crashed since is refused.
+    fn send(&self, from: (PeerId, u64), to: PeerId, kind: u8, bytes: usize, digest: u64) -> Fate {
+        let (from, incarnation) = from;
         let mut guard = self.state();
         let state = &mut *guard;
+        if kind != ANSWER
+            && state
+                .handlers
+                .get(&from)
+                .is_none_or(|(_, current)| *current != incarnation)
+        {
+            state.stats.stale += 1;
+            return Fate::Lost;
+        }
         let now = Instant::now();
         let at_ms = now.duration_since(state.start).as_millis() as u64;
         (at_ms, from, to, kind, bytes, digest).hash(&mut state.trace);
@@ -202,7 +222,10 @@ impl SimNetwork {
     }
 
     fn handler(&self, peer: &PeerId) -> Option<Arc<dyn Handler>> {
-        self.state().handlers.get(peer).cloned()
+        self.state()
+            .handlers
+            .get(peer)
+            .map(|(handler, _)| handler.clone())
     }
 
     /// Corrupts a chunk answer if `peer` lies.
@@ -273,38 +296,41 @@ fn describe_response(response: &Response) -> (usize, u64) {
     (size, hasher.finish())
 }
 
-/// One member's view of the [`SimNetwork`].
+/// One member's view of the [`SimNetwork`]: one incarnation of its process.
 #[derive(Clone)]
 pub struct SimTransport {
     local: PeerId,
+    incarnation: u64,
     network: SimNetwork,
 }
 
-impl SimTransport {
-    async fn exchange(&self, peer: PeerId, request: Request) -> Result<Response, TransportError> {
-        let unreachable = || TransportError::Unreachable {
+/// Carries one request to `peer` and its answer back; `None` when either is lost.
+async fn exchange(
+    network: SimNetwork,
+    from: (PeerId, u64),
+    peer: PeerId,
+    request: Request,
+) -> Option<Result<Response, TransportError>> {
+    let (size, digest) = describe_request(&request);
+    let Fate::Arrives { after, .. } = network.send(from, peer, REQUEST, size, digest) else {
+        return None;
+    };
+    tokio::time::sleep(after).await;
+    let Some(handler) = network.handler(&peer) else {
+        return Some(Err(TransportError::Unreachable {
             peer,
             reason: "not running".to_owned(),
-        };
-        let (size, digest) = describe_request(&request);
-        let Fate::Arrives { after, .. } =
-            self.network.send(self.local, peer, REQUEST, size, digest)
-        else {
-            return std::future::pending().await;
-        };
-        tokio::time::sleep(after).await;
-        let handler = self.network.handler(&peer).ok_or_else(unreachable)?;
-        let mut response = handler.handle(&self.local, request);
-        drop(handler);
-        self.network.tamper(&peer, &mut response);
-        let (size, digest) = describe_response(&response);
-        let Fate::Arrives { after, .. } = self.network.send(peer, self.local, ANSWER, size, digest)
-        else {
-            return std::future::pending().await;
-        };
-        tokio::time::sleep(after).await;
-        Ok(response)
-    }
+        }));
+    };
+    let mut response = handler.handle(&from.0, request);
+    drop(handler);
+    network.tamper(&peer, &mut response);
+    let (size, digest) = describe_response(&response);
+    let Fate::Arrives { after, .. } = network.send((peer, 0), from.0, ANSWER, size, digest) else {
+        return None;
+    };
+    tokio::time::sleep(after).await;
+    Some(Ok(response))
 }
 
 impl Transport for SimTransport {
@@ -318,26 +344,42 @@ impl Transport for SimTransport {
         request: Request,
         timeout: Duration,
     ) -> Result<Response, TransportError> {
-        {
-            let mut state = self.network.state();
-            state.stats.requests += 1;
-        }
-        // A lost request or answer never arrives: the caller's deadline ends the wait.
-        tokio::time::timeout(timeout, self.exchange(peer, request))
-            .await
-            .unwrap_or(Err(TransportError::Timeout {
+        self.network.state().stats.requests += 1;
+        // The exchange runs on its own, as on a real network: a request whose caller gives up
+        // still arrives and is served. A lost request or answer never arrives: the caller's
+        // deadline ends the wait.
+        let (answer, answered) = tokio::sync::oneshot::channel();
+        let exchanging = exchange(
+            self.network.clone(),
+            (self.local, self.incarnation),
+            peer,
+            request,
+        );
+        tokio::spawn(async move {
+            if let Some(result) = exchanging.await {
+                let _ = answer.send(result);
+            }
+        });
+        match tokio::time::timeout(timeout, answered).await {
+            Ok(Ok(result)) => result,
+            Ok(Err(_)) | Err(_) => Err(TransportError::Timeout {
                 peer,
                 timeout_ms: timeout.as_millis() as u64,
-            }))
+            }),
+        }
     }
 
     async fn send_message(&self, peer: PeerId, payload: Vec<u8>) -> Result<(), TransportError> {
         self.network.state().stats.messages += 1;
         let mut hasher = DefaultHasher::new();
         payload.hash(&mut hasher);
-        let fate = self
-            .network
-            .send(self.local, peer, MESSAGE, payload.len(), hasher.finish());
+        let fate = self.network.send(
+            (self.local, self.incarnation),
+            peer,
+            MESSAGE,
+            payload.len(),
+            hasher.finish(),
+        );
         let Fate::Arrives { after, copies } = fate else {
             return Ok(());
         };

@@ -76,7 +76,11 @@ impl Round {
         Self {
             name: format!("register-file@{}", result.rate_tps),
             target_tps: result.rate_tps,
-            send_rate_tps: result.outcomes.len() as f64 / result.seconds,
+            // Sends follow the schedule (open loop): n sends at `rate` span n / rate seconds.
+            send_rate_tps: result.outcomes.len() as f64
+                / result
+                    .seconds
+                    .max(result.outcomes.len() as f64 / f64::from(result.rate_tps.max(1))),
             succ,
             fail: result.outcomes.len() - succ,
             throughput_tps: succ as f64 / result.span_s,

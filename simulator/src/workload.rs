@@ -279,29 +279,33 @@ pub async fn store_files(
 pub type Ingested = (usize, node::RecordKey);
 
 /// The sensor feed: `records` small readings arriving in random running participants' private
-/// databases, spread evenly over `seconds`; the nodes share them on their own.
+/// databases, spread evenly over `seconds`; the nodes share them on their own. Returns the
+/// accepted ones and how many could not be delivered (nobody up, or refused).
 pub async fn sensor_feed(
     directory: &Directory,
     records: usize,
     seconds: f64,
     rng: &mut StdRng,
-) -> Vec<Ingested> {
+) -> (Vec<Ingested>, usize) {
     let mut ingested = Vec::new();
+    let mut refused = 0;
     let start = Instant::now();
     for number in 0..records {
         let at =
             start + Duration::from_secs_f64(seconds * (number + 1) as f64 / (records + 1) as f64);
         tokio::time::sleep_until(at).await;
         let Some((member, node)) = pick_participant(directory, rng) else {
+            refused += 1;
             continue;
         };
         let mut reading = vec![0u8; 2048];
         rng.fill_bytes(&mut reading);
         let stream = format!("sensor/truck-{}", member + 1);
         // A record the node accepted is durable: from here on it must be shared, crash or not.
-        if let Ok(key) = node.ingest(&stream, &reading) {
-            ingested.push((member, key));
+        match node.ingest(&stream, &reading) {
+            Ok(key) => ingested.push((member, key)),
+            Err(_) => refused += 1,
         }
     }
-    ingested
+    (ingested, refused)
 }

@@ -212,19 +212,19 @@ impl World {
             return;
         };
         let peer = slot.peer;
-        self.publish(index, None);
-        let slot = &mut self.members[index];
-        node.abort().await;
-        self.network.detach(peer);
-        // The restarted member gets fresh disks holding what was synced; the old ones fail from
-        // now on, so nothing the dying process still does (a workload task holding the node, a
-        // database's clean shutdown on drop) reaches them.
+        // First the power goes: the restarted member gets fresh disks holding what was synced,
+        // and the old ones fail from now on, so nothing the dying process still does (a
+        // database's clean shutdown when its task is aborted or its handler dropped, a
+        // workload task holding the node) reaches them.
         let old = std::mem::take(&mut slot.disks);
         slot.disks = Disks {
             ledger: old.ledger.after_crash(),
             chunks: old.chunks.after_crash(),
             private: old.private.after_crash(),
         };
+        self.publish(index, None);
+        node.abort().await;
+        self.network.detach(peer);
         drop(node);
     }
 

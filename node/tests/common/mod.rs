@@ -138,13 +138,13 @@ pub fn start_member_with(
 pub async fn crash(network: &MemoryNetwork, member: Member) -> Disks {
     let peer = member.node.transport().local_peer();
     network.set_down(peer, true);
-    member.node.abort().await;
-    // Nothing the dying process does reaches the disks any more (a database's clean shutdown
-    // on drop included).
+    // Nothing the dying process does reaches the disks any more — a database's clean shutdown
+    // when its task is aborted and it is dropped included.
     let disks = &member.disks;
     for disk in [&disks.ledger, &disks.chunks, &disks.private] {
         disk.failing.store(true, Ordering::SeqCst);
     }
+    member.node.abort().await;
     network.detach(peer);
     let node = Arc::into_inner(member.node).expect("the test holds the only handle");
     drop(node);
