@@ -114,6 +114,13 @@ impl Client {
         })
     }
 
+    /// A POST to `path` carrying the admin token.
+    fn post(&self, path: &str) -> ureq::RequestBuilder<ureq::typestate::WithBody> {
+        self.agent
+            .post(format!("{}{path}", self.base))
+            .header("Authorization", format!("Bearer {}", self.token))
+    }
+
     pub(crate) fn get<T: DeserializeOwned>(&self, path: &str) -> anyhow::Result<T> {
         let response = self
             .agent
@@ -128,11 +135,7 @@ impl Client {
         path: &str,
         body: &B,
     ) -> anyhow::Result<T> {
-        let response = self
-            .agent
-            .post(format!("{}{path}", self.base))
-            .header("Authorization", format!("Bearer {}", self.token))
-            .send_json(body);
+        let response = self.post(path).send_json(body);
         self.finish(response)
     }
 
@@ -144,9 +147,7 @@ impl Client {
         len: u64,
     ) -> anyhow::Result<Frames> {
         let response = self
-            .agent
-            .post(format!("{}{path}", self.base))
-            .header("Authorization", format!("Bearer {}", self.token))
+            .post(path)
             .header("Content-Type", "application/octet-stream")
             .header("Content-Length", len.to_string())
             .header("Accept", frames::CONTENT_TYPE)
@@ -161,9 +162,7 @@ impl Client {
         body: &B,
     ) -> anyhow::Result<Frames> {
         let response = self
-            .agent
-            .post(format!("{}{path}", self.base))
-            .header("Authorization", format!("Bearer {}", self.token))
+            .post(path)
             .header("Accept", frames::CONTENT_TYPE)
             .send_json(body);
         self.frames(response)

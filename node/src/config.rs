@@ -130,6 +130,16 @@ impl Consortium {
         }
     }
 
+    /// A file's share holders: every member but its owner, in member order (share `j` goes to
+    /// holder `j`).
+    pub fn holders_of(&self, owner: &MemberId) -> Vec<MemberId> {
+        self.members
+            .iter()
+            .filter(|m| m.id != *owner)
+            .map(|m| m.id)
+            .collect()
+    }
+
     /// The member named `name`.
     pub fn member(&self, name: &str) -> Option<&MemberEntry> {
         self.members.iter().find(|m| m.name == name)

@@ -149,17 +149,25 @@ struct Plan {
     timestamp_ms: u64,
 }
 
+/// The file id an intent's share registers, and the RNG positioned after drawing it.
+/// ChaCha20, not rand's `StdRng`: its output is fixed by the algorithm, while `StdRng` may
+/// change between rand versions — and a share resumed after an upgrade must derive the same
+/// file id, key and transactions as before it.
+fn intent_file(me: &MemberId, intent: &Intent) -> (FileId, ChaCha20Rng) {
+    let mut rng = ChaCha20Rng::from_seed(intent.seed);
+    let mut nonce = [0u8; 16];
+    rng.fill_bytes(&mut nonce);
+    (
+        FileId::derive(me.as_bytes(), &nonce, intent.timestamp_ms),
+        rng,
+    )
+}
+
 impl Plan {
     fn derive<T>(shared: &Shared<T>, intent: &Intent, layout: ChunkLayout) -> Result<Self, Error> {
-        // ChaCha20, not rand's `StdRng`: its output is fixed by the algorithm, while `StdRng`
-        // may change between rand versions — and a share resumed after an upgrade must derive
-        // the same file id, key and transactions as before it.
-        let mut rng = ChaCha20Rng::from_seed(intent.seed);
-        let mut nonce = [0u8; 16];
-        rng.fill_bytes(&mut nonce);
-        let secret = FileSecret::random(&mut rng);
         let me = shared.me.id;
-        let file_id = FileId::derive(me.as_bytes(), &nonce, intent.timestamp_ms);
+        let (file_id, mut rng) = intent_file(&me, intent);
+        let secret = FileSecret::random(&mut rng);
         let online: Vec<PeerId> = intent
             .online
             .iter()
@@ -216,8 +224,8 @@ pub(crate) async fn share_record<T: Transport>(
         consortium.replication,
     )
     .map_err(|error| Error::Invalid(format!("cannot store {} bytes: {error}", meta.bytes)))?;
-    let mut intent = match shared.private.intent(key)? {
-        Some(intent) => intent,
+    let (mut intent, fresh) = match shared.private.intent(key)? {
+        Some(intent) => (intent, false),
         None => {
             // Placement over the members online now, before any byte is encrypted: too few
             // owners fails here, cheaply, and leaves no intent behind.
@@ -236,12 +244,14 @@ pub(crate) async fn share_record<T: Transport>(
                 submitted: false,
             };
             seed.zeroize();
-            Plan::derive(shared, &intent, layout)?;
-            shared.private.put_intent(key, &intent)?;
-            intent
+            (intent, true)
         }
     };
+    // A plan that cannot be made (too few owners online) leaves no intent behind.
     let mut plan = Plan::derive(shared, &intent, layout)?;
+    if fresh {
+        shared.private.put_intent(key, &intent)?;
+    }
     // An earlier attempt may have got its file onto the chain and died before marking it.
     if intent.submitted
         && let Some(record) = completed(shared, plan.file_id).await?
@@ -358,21 +368,7 @@ pub(crate) async fn share_claimed<T: Transport>(
         Err(error) => error,
     };
     let submitted = match shared.private.intent(key) {
-        Ok(Some(intent)) if intent.submitted => shared
-            .private
-            .meta(key)
-            .ok()
-            .flatten()
-            .and_then(|meta| {
-                let layout = ledger::check_table_plan(
-                    meta.bytes,
-                    shared.consortium.chunk_size_bytes,
-                    shared.consortium.replication,
-                )
-                .ok()?;
-                Plan::derive(shared, &intent, layout).ok()
-            })
-            .map(|plan| plan.file_id),
+        Ok(Some(intent)) if intent.submitted => Some(intent_file(&shared.me.id, &intent).0),
         _ => None,
     };
     if submitted.is_none()
@@ -394,14 +390,7 @@ async fn reconcile_claimed<T: Transport>(shared: &Shared<T>) -> Result<(), Error
         let Some(meta) = shared.private.meta(&key)? else {
             continue;
         };
-        let Ok(layout) = ledger::check_table_plan(
-            meta.bytes,
-            shared.consortium.chunk_size_bytes,
-            shared.consortium.replication,
-        ) else {
-            continue;
-        };
-        let file = Plan::derive(shared, &intent, layout)?.file_id;
+        let file = intent_file(&shared.me.id, &intent).0;
         if let Some(record) = completed(shared, file).await? {
             mark(shared, &key, meta, &record)?;
             tracing::info!(stream = %key.stream, seq = key.seq, %file, "a store reported as failed completed on the ledger");
@@ -544,12 +533,7 @@ fn plan_bodies<T>(
     let consortium = &shared.consortium;
     let me = shared.me.id;
     let file_id = plan.file_id;
-    let holders: Vec<MemberId> = consortium
-        .members
-        .iter()
-        .filter(|m| m.id != me)
-        .map(|m| m.id)
-        .collect();
+    let holders = consortium.holders_of(&me);
     let (shares, commitments) = split(
         &plan.secret,
         consortium.threshold,
@@ -581,15 +565,7 @@ fn plan_bodies<T>(
         size_bytes: plan.layout.file_size_bytes(),
         chunk_size_bytes: consortium.chunk_size_bytes,
         chunk_hashes,
-        chunk_owners: plan
-            .owners
-            .iter()
-            .map(|set| {
-                set.iter()
-                    .map(|p| MemberId::from_bytes(*p.as_bytes()))
-                    .collect()
-            })
-            .collect(),
+        chunk_owners: chunk_owner_ids(&plan.owners),
         timestamp_ms: plan.timestamp_ms,
         threshold: consortium.threshold,
         holders,
@@ -605,6 +581,18 @@ fn plan_bodies<T>(
         shares: sealed,
     });
     Ok((table, bodies))
+}
+
+/// A placement's owners (overlay peers) as the master table lists them (ledger members).
+pub fn chunk_owner_ids(owners: &[Vec<PeerId>]) -> Vec<Vec<MemberId>> {
+    owners
+        .iter()
+        .map(|set| {
+            set.iter()
+                .map(|peer| MemberId::from_bytes(*peer.as_bytes()))
+                .collect()
+        })
+        .collect()
 }
 
 pub(crate) fn member_name<T>(shared: &Shared<T>, peer: &PeerId) -> String {

@@ -44,9 +44,9 @@ pub trait Transport: Send + Sync + 'static {
     ) -> impl Future<Output = Result<(), TransportError>> + Send;
 }
 
-/// Runs `exchange` under `timeout`, mapping a late answer to [`TransportError::Timeout`]; both
-/// transports bound their requests this way.
-pub(crate) async fn within<F>(
+/// Runs `exchange` under `timeout`, mapping a late answer to [`TransportError::Timeout`]; every
+/// transport (QUIC, in-memory, the simulator's) bounds its requests this way.
+pub async fn within<F>(
     peer: PeerId,
     timeout: Duration,
     exchange: F,

@@ -14,7 +14,7 @@ use std::sync::{Arc, Mutex, PoisonError};
 use std::time::Duration;
 
 use overlay::wire::{Request, Response};
-use overlay::{Handler, PeerId, Transport, TransportError};
+use overlay::{Handler, PeerId, Transport, TransportError, within};
 use rand::rngs::StdRng;
 use rand::{RngExt, SeedableRng};
 use tokio::time::Instant;
@@ -346,8 +346,8 @@ impl Transport for SimTransport {
     ) -> Result<Response, TransportError> {
         self.network.state().stats.requests += 1;
         // The exchange runs on its own, as on a real network: a request whose caller gives up
-        // still arrives and is served. A lost request or answer never arrives: the caller's
-        // deadline ends the wait.
+        // still arrives and is served. A lost request or answer is reported as a timeout as
+        // soon as it is lost — earlier than a real caller would learn of it, at its deadline.
         let (answer, answered) = tokio::sync::oneshot::channel();
         let exchanging = exchange(
             self.network.clone(),
@@ -360,13 +360,16 @@ impl Transport for SimTransport {
                 let _ = answer.send(result);
             }
         });
-        match tokio::time::timeout(timeout, answered).await {
-            Ok(Ok(result)) => result,
-            Ok(Err(_)) | Err(_) => Err(TransportError::Timeout {
-                peer,
-                timeout_ms: timeout.as_millis() as u64,
-            }),
-        }
+        let lost = TransportError::Timeout {
+            peer,
+            timeout_ms: timeout.as_millis() as u64,
+        };
+        within(
+            peer,
+            timeout,
+            async move { answered.await.unwrap_or(Err(lost)) },
+        )
+        .await
     }
 
     async fn send_message(&self, peer: PeerId, payload: Vec<u8>) -> Result<(), TransportError> {

@@ -70,6 +70,24 @@ pub struct Round {
 }
 
 impl Round {
+    /// The row's cells as the table shows them: Name, Succ, Fail, Send Rate, Max / Min / Avg
+    /// Latency, p50, p99, Throughput.
+    pub fn cells(&self) -> [String; 10] {
+        let l = &self.latency_s;
+        [
+            self.name.clone(),
+            self.succ.to_string(),
+            self.fail.to_string(),
+            format!("{:.1}", self.send_rate_tps),
+            format!("{:.3}", l.max),
+            format!("{:.3}", l.min),
+            format!("{:.3}", l.avg),
+            format!("{:.3}", l.p50),
+            format!("{:.3}", l.p99),
+            format!("{:.1}", self.throughput_tps),
+        ]
+    }
+
     /// Summarises one round of the sweep.
     pub fn of(result: &RoundResult) -> Self {
         let succ = result.outcomes.iter().filter(|o| o.ok).count();
@@ -159,21 +177,7 @@ impl Report {
         );
         let _ = writeln!(out, "|---|---|---|---|---|---|---|---|---|---|");
         for round in &self.rounds {
-            let l = &round.latency_s;
-            let _ = writeln!(
-                out,
-                "| {} | {} | {} | {:.1} | {:.3} | {:.3} | {:.3} | {:.3} | {:.3} | {:.1} |",
-                round.name,
-                round.succ,
-                round.fail,
-                round.send_rate_tps,
-                l.max,
-                l.min,
-                l.avg,
-                l.p50,
-                l.p99,
-                round.throughput_tps
-            );
+            let _ = writeln!(out, "| {} |", round.cells().join(" | "));
         }
         let f = &self.files;
         let _ = writeln!(
@@ -315,22 +319,9 @@ impl Report {
                 .replace('>', "&gt;")
         };
         let mut rows = String::new();
-        for r in &self.rounds {
-            let l = &r.latency_s;
-            let _ = write!(
-                rows,
-                "<tr><td>{}</td><td>{}</td><td>{}</td><td>{:.1}</td><td>{:.3}</td><td>{:.3}</td><td>{:.3}</td><td>{:.3}</td><td>{:.3}</td><td>{:.1}</td></tr>",
-                escape(&r.name),
-                r.succ,
-                r.fail,
-                r.send_rate_tps,
-                l.max,
-                l.min,
-                l.avg,
-                l.p50,
-                l.p99,
-                r.throughput_tps
-            );
+        for round in &self.rounds {
+            let cells: Vec<String> = round.cells().iter().map(|cell| escape(cell)).collect();
+            let _ = write!(rows, "<tr><td>{}</td></tr>", cells.join("</td><td>"));
         }
         let mut checks = String::new();
         for check in &self.checks {

@@ -8,7 +8,7 @@ use std::sync::{Arc, Mutex, PoisonError};
 use std::time::Duration;
 
 use keyshare::{ChunkHash, FileId, FileSecret, split};
-use ledger::{Body, MasterTable, MemberId, TxId, TxResult};
+use ledger::{Body, MasterTable, TxId, TxResult};
 use node::config::Consortium;
 use overlay::PeerId;
 use rand::rngs::StdRng;
@@ -91,12 +91,7 @@ impl TableFactory {
     pub fn next(&mut self, owner: usize, now_ms: u64) -> Option<Body> {
         let consortium = &self.consortium;
         let me = consortium.members[owner].id;
-        let holders: Vec<MemberId> = consortium
-            .members
-            .iter()
-            .filter(|m| m.id != me)
-            .map(|m| m.id)
-            .collect();
+        let holders = consortium.holders_of(&me);
         let rng = &mut self.rng;
         let commitments = match self.commitments.get(&owner) {
             Some(commitments) => commitments.clone(),
@@ -130,14 +125,7 @@ impl TableFactory {
             size_bytes: 1024,
             chunk_size_bytes: consortium.chunk_size_bytes,
             chunk_hashes: vec![ChunkHash::from_bytes(chunk)],
-            chunk_owners: owners
-                .iter()
-                .map(|set| {
-                    set.iter()
-                        .map(|p| MemberId::from_bytes(*p.as_bytes()))
-                        .collect()
-                })
-                .collect(),
+            chunk_owners: node::chunk_owner_ids(&owners),
             timestamp_ms: now_ms,
             threshold: consortium.threshold,
             holders,
@@ -218,6 +206,12 @@ pub async fn run_round(
     }
 }
 
+/// Waits until event `number` of `count` spread evenly over `seconds` from `start` is due.
+async fn wait_for_turn(start: Instant, seconds: f64, number: usize, count: usize) {
+    let offset = seconds * (number + 1) as f64 / (count + 1) as f64;
+    tokio::time::sleep_until(start + Duration::from_secs_f64(offset)).await;
+}
+
 /// A file a member stored, remembered by its hash (the audits compare against it).
 #[derive(Clone, Debug)]
 pub struct StoredFile {
@@ -253,9 +247,7 @@ pub async fn store_files(
     let mut failed = 0;
     let start = Instant::now();
     for number in 0..files {
-        let at =
-            start + Duration::from_secs_f64(seconds * (number + 1) as f64 / (files + 1) as f64);
-        tokio::time::sleep_until(at).await;
+        wait_for_turn(start, seconds, number, files).await;
         let Some((owner, node)) = pick_participant(directory, rng) else {
             failed += 1;
             continue;
@@ -291,9 +283,7 @@ pub async fn sensor_feed(
     let mut refused = 0;
     let start = Instant::now();
     for number in 0..records {
-        let at =
-            start + Duration::from_secs_f64(seconds * (number + 1) as f64 / (records + 1) as f64);
-        tokio::time::sleep_until(at).await;
+        wait_for_turn(start, seconds, number, records).await;
         let Some((member, node)) = pick_participant(directory, rng) else {
             refused += 1;
             continue;
