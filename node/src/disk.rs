@@ -118,3 +118,26 @@ impl StorageBackend for MemoryDisk {
         Ok(())
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn after_a_crash_only_synced_bytes_remain_and_the_old_disk_is_cut_off() {
+        let disk = MemoryDisk::default();
+        disk.write(0, b"synced").unwrap_or(());
+        disk.sync_data().unwrap_or(());
+        disk.write(0, b"SYN").unwrap_or(());
+        disk.write(6, b"+tail").unwrap_or(());
+        let restarted = disk.after_crash();
+        let mut read = vec![0u8; 6];
+        restarted.read(0, &mut read).unwrap_or(());
+        assert_eq!(&read, b"synced");
+        assert_eq!(restarted.len().unwrap_or(0), 6);
+        // The dying process's late writes go nowhere.
+        assert!(disk.write(0, b"late").is_err());
+        restarted.read(0, &mut read).unwrap_or(());
+        assert_eq!(&read, b"synced");
+    }
+}

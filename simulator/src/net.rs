@@ -481,6 +481,26 @@ mod tests {
     }
 
     #[tokio::test(start_paused = true)]
+    async fn a_crashed_incarnation_sends_nothing() {
+        let (network, old, b, echo) = pair(LinkConfig::default());
+        let restarted = network.attach(old.local_peer(), Arc::new(Echo::default()));
+        old.send_message(b, vec![1]).await.ok();
+        restarted.send_message(b, vec![2]).await.ok();
+        tokio::time::sleep(Duration::from_secs(1)).await;
+        assert_eq!(
+            echo.0.load(Ordering::SeqCst),
+            1,
+            "only the running incarnation's message"
+        );
+        assert_eq!(network.stats().stale, 1);
+        assert!(
+            old.request(b, ping(), Duration::from_secs(1))
+                .await
+                .is_err()
+        );
+    }
+
+    #[tokio::test(start_paused = true)]
     async fn lost_traffic_is_counted_and_a_liar_corrupts_chunks() {
         let links = LinkConfig {
             loss_probability: 1.0,
