@@ -7,6 +7,7 @@
 //! its sender's nonce (so a rejected transaction cannot be replayed later when it would succeed).
 
 use std::collections::BTreeMap;
+use std::sync::Arc;
 
 use keyshare::{
     ChunkHash, ChunkLayout, FileId, MAX_SHARE_COUNT, SHARE_SIZE_BYTES, SealedShare, TAG_SIZE_BYTES,
@@ -250,13 +251,47 @@ pub(crate) struct ContractState {
     pub(crate) requests: BTreeMap<RequestId, AccessRecord>,
 }
 
+/// Decoded member keys of one genesis.
+pub(crate) type MemberKeys = Arc<BTreeMap<MemberId, PublicKey>>;
+
+/// Every member's key of `genesis`, decoded (the costly part of opening a replica: a
+/// decompression per member).
+/// Every member's key of `genesis`, decoded; why the genesis is invalid if one is unusable
+/// (does not decode, small order, non-canonical).
+pub(crate) fn checked_member_keys(genesis: &Genesis) -> Result<MemberKeys, String> {
+    let mut keys = BTreeMap::new();
+    for ((id, key), member) in decode_member_keys(genesis)
+        .into_iter()
+        .zip(&genesis.members)
+    {
+        let key = key.map_err(|error| {
+            format!(
+                "member {} has an unusable ed25519 key: {error}",
+                member.name
+            )
+        })?;
+        keys.insert(id, key);
+    }
+    Ok(Arc::new(keys))
+}
+
+pub(crate) fn decode_member_keys(
+    genesis: &Genesis,
+) -> Vec<(MemberId, Result<PublicKey, crate::signature::KeyError>)> {
+    genesis
+        .members
+        .iter()
+        .map(|m| (m.id, PublicKey::from_bytes(*m.id.as_bytes())))
+        .collect()
+}
+
 /// The ledger state: genesis facts plus the contract state built from every block.
 #[derive(Clone, Debug)]
 pub struct State {
     genesis: Genesis,
     /// Member keys decoded once; a key that does not decode (refused by a valid genesis) is
-    /// absent, so its transactions get `BadSignature`.
-    keys: BTreeMap<MemberId, PublicKey>,
+    /// absent, so its transactions get `BadSignature`. Shared by every state of this chain.
+    keys: MemberKeys,
     contract: ContractState,
 }
 
@@ -273,16 +308,25 @@ impl State {
     }
 
     pub(crate) fn from_contract(genesis: Genesis, contract: ContractState) -> Self {
-        let keys = genesis
-            .members
-            .iter()
-            .filter_map(|m| Some((m.id, PublicKey::from_bytes(*m.id.as_bytes()).ok()?)))
+        let keys = decode_member_keys(&genesis)
+            .into_iter()
+            .filter_map(|(id, key)| Some((id, key.ok()?)))
             .collect();
+        Self::with_keys(genesis, Arc::new(keys), contract)
+    }
+
+    /// A state of `genesis` whose member keys are already decoded.
+    pub(crate) fn with_keys(genesis: Genesis, keys: MemberKeys, contract: ContractState) -> Self {
         Self {
             genesis,
             keys,
             contract,
         }
+    }
+
+    /// This chain's state holding `contract` instead (after a snapshot install).
+    pub(crate) fn replaced(&self, contract: ContractState) -> Self {
+        Self::with_keys(self.genesis.clone(), self.keys.clone(), contract)
     }
 
     pub(crate) fn contract(&self) -> &ContractState {

@@ -9,7 +9,8 @@
 //!   same state.
 //! - Signatures under ZIP-215 ([`verify_signatures`]): cofactored equations, so a verdict depends
 //!   on its transaction alone, never on the batch it was checked in; small-order member keys are
-//!   refused at genesis.
+//!   refused at genesis. Replicas in one process (the simulator) may share their good verdicts
+//!   ([`SharedVerdicts`]).
 //! - Ordering ([`Replica`]): a sans-IO driver around raft-rs's `RawNode`. Inputs are `tick`,
 //!   `handle_message` and `submit`; [`Replica::poll`] returns the messages to send and the blocks
 //!   committed. The leader batches transactions into one Raft entry per block, cut by count and
@@ -40,6 +41,7 @@ mod store;
 mod table;
 mod tx;
 mod tx_index;
+mod verdicts;
 mod wire;
 
 pub use block::{Block, BlockHash, GENESIS_PREV_HASH};
@@ -56,4 +58,5 @@ pub use replica::{Committed, Effects, Replica, ReplicaConfig};
 pub use store::RedbStore;
 pub use table::{MAX_CHUNK_OWNERS, MAX_TABLE_CHUNKS, TableError, check_table_plan};
 pub use tx::{Body, MasterTable, RequestId, Transaction, TxId};
+pub use verdicts::SharedVerdicts;
 pub use wire::WireMessage;

@@ -41,7 +41,9 @@ use raft::{Config, ProgressState, RawNode, SnapshotStatus, StateRole};
 use sha3::{Digest, Sha3_256};
 
 use crate::block::{Block, Proposal, ProposalRef};
-use crate::contract::{ContractState, Rejection, State, verify_signatures};
+use crate::contract::{
+    ContractState, MemberKeys, Rejection, State, checked_member_keys, verify_signatures,
+};
 use crate::error::{Error, SubmitError};
 use crate::limits::{
     MAX_BLOCK_BYTES, MAX_ENTRIES_BYTES_PER_MESSAGE, MAX_TX_BYTES, PROPOSAL_HEADER_BYTES,
@@ -51,6 +53,7 @@ use crate::member::Genesis;
 use crate::snapshot::{self, Body, Descriptor, Download, Holds, Progress};
 use crate::store::{HardStateRecord, RedbStore, SnapshotWrite, StoredReplica, WriteBatch};
 use crate::tx::{Transaction, TxId};
+use crate::verdicts::SharedVerdicts;
 use crate::wire::{Envelope, Transfer, WireEntry, WireMessage, WireSnapshot};
 
 /// Tunables of one replica; [`ReplicaConfig::validate`] checks them.
@@ -228,16 +231,39 @@ pub struct Replica {
     transfer_activity_ms: BTreeMap<u64, u64>,
     /// Term and leadership when last looked at (see `watch_role`).
     role: (u64, bool),
+    /// Good signature verdicts shared with other replicas in this process (the simulator).
+    verdicts: Option<SharedVerdicts>,
 }
 
 impl Replica {
     /// Opens a replica on `store`, restoring whatever it holds, or starting from genesis.
     pub fn open(genesis: Genesis, config: ReplicaConfig, store: RedbStore) -> Result<Self, Error> {
-        genesis.validate()?;
+        Self::open_sharing(genesis, config, store, None)
+    }
+
+    /// [`Self::open`], taking good signature verdicts from `verdicts` and adding its own (see
+    /// [`SharedVerdicts`]); refuses a memo made for another genesis.
+    pub fn open_sharing(
+        genesis: Genesis,
+        config: ReplicaConfig,
+        store: RedbStore,
+        verdicts: Option<SharedVerdicts>,
+    ) -> Result<Self, Error> {
+        if verdicts.as_ref().is_some_and(|memo| !memo.serves(&genesis)) {
+            return Err(Error::InvalidConfig {
+                reason: "shared signature verdicts belong to another genesis".into(),
+            });
+        }
+        genesis.validate_structure()?;
+        let keys = match &verdicts {
+            Some(memo) => memo.member_keys(&genesis),
+            None => checked_member_keys(&genesis),
+        }
+        .map_err(|reason| Error::InvalidGenesis { reason })?;
         config.validate(&genesis)?;
         let mut loaded = store.load()?;
         let log = LogStore::default();
-        let (state, held) = restore_log(&log, &genesis, &mut loaded)?;
+        let (state, held) = restore_log(&log, &genesis, keys, &mut loaded)?;
         let snapshot_index = held.as_ref().map_or(0, |body| body.index);
         let mut holds = Holds::default();
         if let Some(body) = held {
@@ -268,6 +294,7 @@ impl Replica {
             staged: BTreeMap::new(),
             transfer_activity_ms: BTreeMap::new(),
             role: (0, false),
+            verdicts,
         };
         replica.replay_stored_blocks(applied_index)?;
         Ok(replica)
@@ -507,18 +534,19 @@ impl Replica {
                 .collect();
             decoded.push((proposal, ids, verified_here));
         }
-        let unknown: Vec<&Transaction> = decoded
+        let (unknown, unknown_ids): (Vec<&Transaction>, Vec<TxId>) = decoded
             .iter()
-            .flat_map(|(proposal, _, verified_here)| {
+            .flat_map(|(proposal, ids, verified_here)| {
                 proposal
                     .txs
                     .iter()
+                    .zip(ids)
                     .zip(verified_here)
                     .filter(|(_, known)| !**known)
-                    .map(|(tx, _)| tx)
+                    .map(|((tx, id), _)| (tx, *id))
             })
-            .collect();
-        let mut fresh = verify_signatures(&self.state, &unknown).into_iter();
+            .unzip();
+        let mut fresh = self.check_signatures(&unknown, &unknown_ids).into_iter();
         decoded
             .into_iter()
             .map(|(proposal, ids, verified_here)| {
@@ -535,6 +563,34 @@ impl Replica {
                 Committed { block, ids }
             })
             .collect()
+    }
+
+    /// The signature verdicts of `txs` (named by `ids`): good where the shared memo says so,
+    /// checked here otherwise, and the good ones recorded for the other replicas.
+    fn check_signatures(&self, txs: &[&Transaction], ids: &[TxId]) -> Vec<bool> {
+        let Some(memo) = &self.verdicts else {
+            return verify_signatures(&self.state, txs);
+        };
+        let known: Vec<bool> = ids.iter().map(|id| memo.holds(id)).collect();
+        let unknown: Vec<&Transaction> = txs
+            .iter()
+            .zip(&known)
+            .filter(|(_, known)| !**known)
+            .map(|(tx, _)| *tx)
+            .collect();
+        let mut fresh = verify_signatures(&self.state, &unknown).into_iter();
+        let verdicts: Vec<bool> = known
+            .iter()
+            .map(|known| *known || fresh.next().unwrap_or(false))
+            .collect();
+        memo.record_good(
+            ids.iter()
+                .zip(&known)
+                .zip(&verdicts)
+                .filter(|((_, known), good)| !**known && **good)
+                .map(|((id, _), _)| *id),
+        );
+        verdicts
     }
 
     fn propose_due(&mut self, force: bool) {
@@ -598,7 +654,8 @@ impl Replica {
     /// false.
     fn propose_batch(&mut self, batch: Vec<Pooled>) -> bool {
         let txs: Vec<&Transaction> = batch.iter().map(|pooled| &pooled.tx).collect();
-        let verdicts = verify_signatures(&self.state, &txs);
+        let ids: Vec<TxId> = batch.iter().map(|pooled| pooled.id).collect();
+        let verdicts = self.check_signatures(&txs, &ids);
         let mut admitted = Vec::with_capacity(batch.len());
         for (pooled, ok) in batch.into_iter().zip(verdicts) {
             if ok {
@@ -936,7 +993,7 @@ impl Replica {
             Some(body.descriptor),
             "staged body differs from the snapshot's descriptor"
         );
-        self.state = State::from_contract(self.state.genesis().clone(), contract);
+        self.state = self.state.replaced(contract);
         self.drop_superseded();
         self.log.write().install_snapshot(snapshot.clone());
         self.applied_index = index;
@@ -1070,6 +1127,7 @@ fn record(hard_state: &HardState) -> HardStateRecord {
 fn restore_log(
     log: &LogStore,
     genesis: &Genesis,
+    keys: MemberKeys,
     loaded: &mut StoredReplica,
 ) -> Result<(State, Option<Body>), Error> {
     let mut core = log.write();
@@ -1079,7 +1137,7 @@ fn restore_log(
         learners,
         ..ConfState::default()
     });
-    let mut state = State::new(genesis.clone());
+    let mut state = State::with_keys(genesis.clone(), keys, ContractState::default());
     let mut held = None;
     if let Some(wire) = &loaded.snapshot {
         let corrupt = |reason: String| crate::error::StoreError::Corrupt {
@@ -1098,7 +1156,7 @@ fn restore_log(
             return Err(corrupt("the body does not match its descriptor".into()).into());
         }
         let contract = Checkpoint::decode(&bytes).map_err(|e| corrupt(e.to_string()))?;
-        state = State::from_contract(genesis.clone(), contract);
+        state = state.replaced(contract);
         // Checked against the descriptor just above: no need to hash it again.
         held = Some(Body {
             index: wire.index,

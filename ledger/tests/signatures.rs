@@ -9,6 +9,7 @@ mod harness;
 
 use harness::{Cluster, commit_all, register_file};
 use ledger::{Body, Genesis, MemberId, State, Transaction, TxResult, verify_signatures};
+use ledger::{SharedVerdicts, TxId};
 use rand::seq::SliceRandom;
 use rand::{RngExt, SeedableRng, rngs::StdRng};
 
@@ -184,4 +185,77 @@ fn leader_lagging_follower_and_restarted_replica_agree_on_torsion_blocks() {
     let tx = cluster.sign(2, complaint(77));
     commit_all(&mut cluster, leader, vec![tx]);
     cluster.assert_agree();
+}
+
+/// Replicas that share good verdicts (the simulator's) give every transaction the result
+/// replicas checking alone give it; only good signatures are shared, and a memo made for
+/// another genesis is refused.
+#[test]
+fn replicas_sharing_verdicts_give_the_results_of_replicas_checking_alone() {
+    let results: Vec<Vec<(TxId, TxResult)>> = [false, true]
+        .into_iter()
+        .map(|share| {
+            let mut cluster = Cluster::new(4, 4, SEED);
+            let memo = share.then(|| cluster.share_verdicts());
+            let leader = cluster.elect();
+            let file = register_file(&mut cluster, leader, 1, &[2, 3, 4], 2).file_id;
+            let (mut good, mut forged) = (Vec::new(), Vec::new());
+            for round in 0..4u32 {
+                for i in 0..6u32 {
+                    let member = u64::from(i % 3) + 2;
+                    let body = Body::ShareComplaint {
+                        file,
+                        reason: format!("round {round}, complaint {i}"),
+                    };
+                    let tx = if i % 2 == 0 {
+                        cluster.sign_with_torsion(member, body, [2, 4, 8][(i / 2 % 3) as usize])
+                    } else {
+                        cluster.sign(member, body)
+                    };
+                    good.push(tx.id());
+                    cluster.replica_mut(leader).submit(tx).unwrap();
+                }
+                let mut bad = cluster.sign(4, complaint(round));
+                bad.nonce += 500;
+                forged.push(bad.id());
+                let _ = cluster.replica_mut(leader).submit(bad);
+                for _ in 0..20 {
+                    cluster.tick();
+                }
+            }
+            cluster.run_until(2_000, |c| {
+                good.iter().all(|id| c.acknowledged.contains_key(id))
+            });
+            // A restarted follower replays its log through the memo.
+            let follower = if leader == 1 { 2 } else { 1 };
+            cluster.crash(follower);
+            cluster.start(follower);
+            let target = cluster.replica(leader).state().height();
+            cluster.run_until_all_reach(1_000, target);
+            cluster.assert_agree();
+            if let Some(memo) = memo {
+                assert!(good.iter().all(|id| memo.holds(id)));
+                assert!(!forged.iter().any(|id| memo.holds(id)));
+            }
+            for id in &forged {
+                assert!(
+                    !cluster.acknowledged.contains_key(id),
+                    "forged {id} applied"
+                );
+            }
+            good.iter().map(|id| (*id, cluster.result_of(id))).collect()
+        })
+        .collect();
+    assert_eq!(results[0], results[1]);
+
+    let cluster = Cluster::new(3, 3, SEED);
+    let other = Cluster::new(3, 3, SEED + 1);
+    let store = ledger::RedbStore::open_backend(redb::backends::InMemoryBackend::new()).unwrap();
+    let refused = ledger::Replica::open_sharing(
+        cluster.genesis.clone(),
+        harness::default_config(1),
+        store,
+        Some(SharedVerdicts::new(&other.genesis)),
+    );
+    assert!(matches!(refused, Err(ledger::Error::InvalidConfig { .. })));
 }

@@ -5,6 +5,10 @@
 //! multi-core machine encrypts while the async workers keep serving peers; a test or the
 //! simulator runs the same closures inline on its one thread, where their order is the task
 //! order and a seed replays a run exactly.
+//!
+//! Replicas in one process may also share good signature verdicts through it
+//! ([`Compute::sharing_verdicts`]): pure work every replica would repeat on identical bytes,
+//! done once (see [`ledger::SharedVerdicts`] for why that cannot hide a bug).
 
 use std::sync::Arc;
 
@@ -22,6 +26,7 @@ pub type Spawner = Arc<dyn Fn(Job) + Send + Sync>;
 #[derive(Clone, Default)]
 pub struct Compute {
     pool: Option<Spawner>,
+    verdicts: Option<ledger::SharedVerdicts>,
 }
 
 impl std::fmt::Debug for Compute {
@@ -37,14 +42,27 @@ impl std::fmt::Debug for Compute {
 impl Compute {
     /// Runs every job inline, in the calling task: deterministic, one core.
     pub fn inline() -> Self {
-        Self { pool: None }
+        Self::default()
     }
 
     /// Runs every job through `spawn`.
     pub fn pool(spawn: impl Fn(Job) + Send + Sync + 'static) -> Self {
         Self {
             pool: Some(Arc::new(spawn)),
+            verdicts: None,
         }
+    }
+
+    /// This compute, with the ledger replica taking good signature verdicts from `verdicts`
+    /// and adding its own: for many replicas of one consortium in one process.
+    pub fn sharing_verdicts(mut self, verdicts: ledger::SharedVerdicts) -> Self {
+        self.verdicts = Some(verdicts);
+        self
+    }
+
+    /// The shared signature verdicts, if any.
+    pub fn verdicts(&self) -> Option<&ledger::SharedVerdicts> {
+        self.verdicts.as_ref()
     }
 
     /// Runs `work` and returns its result. Fails only if the pool dropped the job (it is

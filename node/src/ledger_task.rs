@@ -111,10 +111,11 @@ fn reopen<T>(shared: &Shared<T>, opener: &mut LedgerOpener) -> Result<Replica, E
         .position(|peer| peer.as_bytes() == shared.me.id.as_bytes())
         .map_or(0, |position| position as u64 + 1);
     let store = opener()?;
-    Ok(Replica::open(
+    Ok(Replica::open_sharing(
         shared.consortium.genesis(),
         ReplicaConfig::new(id),
         store,
+        shared.compute.verdicts().cloned(),
     )?)
 }
 

@@ -146,10 +146,11 @@ impl<T: Transport> Node<T> {
             .ok_or_else(|| Error::Invalid(format!("{name} is not a member of the consortium")))?;
         let me = consortium.members[position].clone();
         let mut opener = stores.ledger;
-        let replica = Replica::open(
+        let replica = Replica::open_sharing(
             consortium.genesis(),
             ReplicaConfig::new(position as u64 + 1),
             opener()?,
+            compute.verdicts().cloned(),
         )?;
         let metrics = Arc::new(Metrics::default());
         let chunks = Arc::new(stores.chunks);

@@ -51,6 +51,8 @@ pub struct World {
     seed: u64,
     clock: node::Clock,
     directory: Directory,
+    /// Good signature verdicts, shared by every member's replica (see [`ledger::SharedVerdicts`]).
+    verdicts: ledger::SharedVerdicts,
 }
 
 /// Each member's keys, the same for every start of a member.
@@ -108,7 +110,9 @@ impl World {
             })
             .collect();
         let origin = tokio::time::Instant::now();
+        let verdicts = ledger::SharedVerdicts::new(&consortium.genesis());
         Ok(Self {
+            verdicts,
             network,
             consortium,
             directory: Arc::new(std::sync::Mutex::new(vec![None; members])),
@@ -170,6 +174,7 @@ impl World {
         let consortium = self.consortium.clone();
         let clock = self.clock.clone();
         let network = self.network.clone();
+        let compute = Compute::inline().sharing_verdicts(self.verdicts.clone());
         let slot = &mut self.members[index];
         if slot.node.is_some() {
             return Ok(());
@@ -194,7 +199,7 @@ impl World {
                 seed: seed ^ ((index as u64) << 32) ^ slot.starts,
                 clock,
                 tick: TICK,
-                compute: Compute::inline(),
+                compute,
             },
             move |handler| Ok(Arc::new(network.attach(peer, handler))),
         )?;

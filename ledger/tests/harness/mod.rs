@@ -13,7 +13,7 @@ use ed25519_dalek::SigningKey;
 use keyshare::SealingSecretKey;
 use ledger::{
     Block, Body, Genesis, Member, MemberId, Policy, RedbStore, Replica, ReplicaConfig, Role,
-    Transaction, TxId, TxResult, WireMessage,
+    SharedVerdicts, Transaction, TxId, TxResult, WireMessage,
 };
 use rand::seq::SliceRandom;
 use rand::{RngExt, SeedableRng, rngs::StdRng};
@@ -80,6 +80,8 @@ pub struct Cluster {
     pub reorder: bool,
     /// Transactions some replica reported superseded by a snapshot (`Effects::superseded`).
     pub superseded: BTreeSet<TxId>,
+    /// Good signature verdicts the replicas share, if they do.
+    verdicts: Option<SharedVerdicts>,
 }
 
 pub fn default_config(id: u64) -> ReplicaConfig {
@@ -172,6 +174,7 @@ impl Cluster {
             drop_kinds: BTreeSet::new(),
             reorder: false,
             superseded: BTreeSet::new(),
+            verdicts: None,
         };
         for id in cluster.ids() {
             cluster.start(id);
@@ -199,8 +202,20 @@ impl Cluster {
     pub fn start(&mut self, id: u64) {
         let config = (self.config)(id);
         let store = RedbStore::open_backend(self.node(id).disk.clone()).unwrap();
-        let replica = Replica::open(self.genesis.clone(), config, store).unwrap();
+        let verdicts = self.verdicts.clone();
+        let replica = Replica::open_sharing(self.genesis.clone(), config, store, verdicts).unwrap();
         self.node(id).replica = Some(replica);
+    }
+
+    /// From now on every replica (re)started shares good signature verdicts through the
+    /// returned memo; those running are restarted on it.
+    pub fn share_verdicts(&mut self) -> SharedVerdicts {
+        let verdicts = SharedVerdicts::new(&self.genesis);
+        self.verdicts = Some(verdicts.clone());
+        for id in self.live() {
+            self.start(id);
+        }
+        verdicts
     }
 
     /// Crashes replica `id`: its memory is gone, its disk stays.
