@@ -151,12 +151,18 @@ impl Consortium {
 pub struct ReleasePolicy {
     /// Roles whose access requests this member answers with its share; others are denied.
     pub release_to_roles: Vec<Role>,
+    /// Simulation only, never read from a file: release a random share (sealed as a good one
+    /// would be) instead of the deposited one. A Byzantine holder, so the simulator can check
+    /// that the auditor catches the share and names its holder.
+    #[serde(skip)]
+    pub release_bad_shares: bool,
 }
 
 impl Default for ReleasePolicy {
     fn default() -> Self {
         Self {
             release_to_roles: vec![Role::Auditor],
+            release_bad_shares: false,
         }
     }
 }

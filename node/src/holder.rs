@@ -13,7 +13,9 @@ use std::collections::BTreeSet;
 use std::sync::Arc;
 use std::time::Duration;
 
-use keyshare::{FileId, SealContext, SealedShare, open_share, reseal_share, verify};
+use keyshare::{
+    FileId, SealContext, SealedShare, Share, open_share, reseal_share, seal_share, verify,
+};
 use ledger::{AccessRecord, Body, FileRecord, MemberId, RequestId, TxResult};
 use overlay::Transport;
 use tokio::sync::{broadcast, watch};
@@ -239,6 +241,11 @@ async fn answer<T: Transport>(
         let release =
             release_context(record, &me, &request).ok_or(Error::Invalid("not a holder".into()))?;
         let resealed = shared.with_rng(|rng| {
+            if shared.policy.release_bad_shares {
+                let share = random_share(release.share_index, rng).map_err(|e| e.to_string())?;
+                return seal_share(&share, &requester.sealing_key, &release, rng)
+                    .map_err(|e| e.to_string());
+            }
             reseal_share(
                 sealed,
                 &shared.sealing,
@@ -247,6 +254,7 @@ async fn answer<T: Transport>(
                 &release,
                 rng,
             )
+            .map_err(|e| e.to_string())
         });
         match resealed {
             Ok(sealed_to_requester) => {
@@ -263,4 +271,15 @@ async fn answer<T: Transport>(
         }
     };
     done_or_answered(shared.submit_applied(body).await)
+}
+
+/// A share with `index` and a random value: what a Byzantine holder releases
+/// ([`crate::config::ReleasePolicy::release_bad_shares`]).
+fn random_share(index: u32, rng: &mut impl rand::Rng) -> Result<Share, keyshare::ShareError> {
+    let mut bytes = [0u8; keyshare::SHARE_SIZE_BYTES];
+    bytes[..4].copy_from_slice(&index.to_be_bytes());
+    rng.fill_bytes(&mut bytes[4..]);
+    // Below 2^252 < ℓ: canonical.
+    bytes[keyshare::SHARE_SIZE_BYTES - 1] &= 0x0f;
+    Share::from_bytes(&bytes)
 }

@@ -40,5 +40,5 @@ pub use node::{Node, NodeOptions, Stores};
 pub use ops::{ChainReport, Status};
 pub use private::{MAX_RECORD_BYTES, PrivateDb, RecordKey, RecordMeta, RecordWriter, SharedRecord};
 pub use recreate::{FetchEvent, FetchReceipt, RequestReceipt};
-pub use shared::{Clock, Receipt, system_clock};
+pub use shared::{Clock, Receipt, release_context, system_clock};
 pub use store::{FILES_STREAM, Progress, ProgressSink, StoreReceipt, chunk_owner_ids};

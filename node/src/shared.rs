@@ -229,8 +229,9 @@ pub(crate) fn deposit_context(record: &FileRecord, holder: &MemberId) -> Option<
     })
 }
 
-/// The context a holder's released share is sealed under.
-pub(crate) fn release_context(
+/// The context a holder's released share is sealed under (DESIGN.md: HPKE info binds the file,
+/// the holder, the share index and the request).
+pub fn release_context(
     record: &FileRecord,
     holder: &MemberId,
     request: &RequestId,

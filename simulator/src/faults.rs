@@ -1,6 +1,7 @@
 //! The faults a run injects during its safety phase, drawn from the seed: crashes with restarts,
-//! partitions (symmetric or one-way) that heal, windows of message loss and duplication, and a
-//! member that serves corrupt chunks for the whole run. At most one member is down and one cut
+//! partitions (symmetric or one-way) that heal, windows of message loss and duplication, a
+//! member that serves corrupt chunks and a holder that releases bad shares, both for the whole
+//! run. At most one member is down and one cut
 //! off at a time, so a majority of voters can still commit while faults are on; everything is
 //! healed before the liveness phase.
 
@@ -30,10 +31,19 @@ pub struct Faults {
     pub duplicate: bool,
     /// One participant serves corrupt chunks all run long.
     pub corrupt: bool,
+    /// One participant releases random shares (sealed as good ones would be) all run long.
+    pub bad_shares: bool,
 }
 
 /// The names `--faults` takes.
-pub const FAULT_NAMES: [&str; 5] = ["crash", "partition", "loss", "duplicate", "corrupt"];
+pub const FAULT_NAMES: [&str; 6] = [
+    "crash",
+    "partition",
+    "loss",
+    "duplicate",
+    "corrupt",
+    "bad-shares",
+];
 
 impl FromStr for Faults {
     type Err = SimError;
@@ -54,6 +64,7 @@ impl FromStr for Faults {
                         loss: true,
                         duplicate: true,
                         corrupt: true,
+                        bad_shares: true,
                     }
                 }
                 "crash" => faults.crash = true,
@@ -61,6 +72,7 @@ impl FromStr for Faults {
                 "loss" => faults.loss = true,
                 "duplicate" => faults.duplicate = true,
                 "corrupt" => faults.corrupt = true,
+                "bad-shares" => faults.bad_shares = true,
                 other => {
                     return Err(SimError::Config(format!(
                         "unknown fault {other:?}; the faults are {}, all or none",
@@ -81,6 +93,7 @@ impl std::fmt::Display for Faults {
             (self.loss, "loss"),
             (self.duplicate, "duplicate"),
             (self.corrupt, "corrupt"),
+            (self.bad_shares, "bad-shares"),
         ]
         .iter()
         .filter(|(on, _)| *on)

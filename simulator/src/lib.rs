@@ -235,12 +235,19 @@ async fn simulate(config: &SimConfig, progress: &mut dyn FnMut(&str)) -> Result<
         None,
         network,
     )?;
+    let mut fault_rng = StdRng::seed_from_u64(part_seed(config.seed, 2));
+    let bad_share_holder = config.faults.bad_shares.then(|| {
+        use rand::RngExt;
+        fault_rng.random_range(0..world.auditor())
+    });
+    if let Some(holder) = bad_share_holder {
+        world.release_bad_shares(holder);
+    }
     progress(&format!("starting {} members", config.members));
     for index in 0..world.len() {
         world.start(index)?;
     }
     wait_for_leader(&world).await?;
-    let mut fault_rng = StdRng::seed_from_u64(part_seed(config.seed, 2));
     let liar = config.faults.corrupt.then(|| {
         use rand::RngExt;
         fault_rng.random_range(0..world.auditor())
@@ -333,6 +340,9 @@ async fn simulate(config: &SimConfig, progress: &mut dyn FnMut(&str)) -> Result<
             wrongly.len(),
             wrongly.first().map(|name| format!("{name} was blamed")),
         ));
+    }
+    if let Some(holder) = bad_share_holder {
+        checks.push(bad_shares_caught(&world, &stored, &files, holder).await);
     }
     let panics = panics_since_start();
     checks.push(counted(
@@ -598,6 +608,7 @@ async fn audit(
     let mut latencies = Vec::new();
     let mut first_bad = None;
     let mut lying = std::collections::BTreeSet::new();
+    let mut bad_shares = std::collections::BTreeSet::new();
     for file in stored.iter().take(audits) {
         files.audited += 1;
         let started = Instant::now();
@@ -607,6 +618,7 @@ async fn audit(
                 files.audit_ok += 1;
                 latencies.push(started.elapsed().as_secs_f64());
                 lying.extend(receipt.lying_peers);
+                bad_shares.extend(receipt.bad_shares);
             }
             Ok(Ok(_)) => {
                 first_bad.get_or_insert(format!("file {} came back different", file.file_id));
@@ -625,6 +637,7 @@ async fn audit(
     }
     files.audit_latency_s = Latency::of(latencies);
     files.lying_peers = lying.into_iter().collect();
+    files.bad_share_holders = bad_shares.into_iter().collect();
     let check = counted(
         name,
         files.audit_ok,
@@ -632,6 +645,69 @@ async fn audit(
         first_bad,
     );
     (files, check)
+}
+
+/// Every released share that fails verification is the Byzantine holder's, and the auditor
+/// named no one else. The simulator checks the releases itself: it opens every share released
+/// for the audited files with the auditor's key and verifies it against the commitments on
+/// chain. What the Byzantine holder released must fail (it holds no share of a file it owns).
+async fn bad_shares_caught(
+    world: &World,
+    stored: &[StoredFile],
+    files: &Files,
+    holder: usize,
+) -> Check {
+    let name = "every share that fails verification was caught, its holder named, no one else";
+    let byzantine = world.consortium.members[holder].name.clone();
+    let Some(auditor) = world.node(world.auditor()) else {
+        return counted(name, 0, 1, Some("the auditor is not running".into()));
+    };
+    let sealing = world.keys(world.auditor()).sealing;
+    let mut failing = std::collections::BTreeSet::new();
+    let (mut checked, mut released_by_byzantine) = (0, 0);
+    for file in stored.iter().take(files.audited) {
+        let (Ok(record), Ok(requests)) = (
+            auditor.file(file.file_id).await,
+            auditor.requests_for(file.file_id).await,
+        ) else {
+            continue;
+        };
+        for request in requests {
+            let Ok(Some(access)) = auditor.access_request(request).await else {
+                continue;
+            };
+            for (member, sealed) in access.released() {
+                checked += 1;
+                released_by_byzantine +=
+                    usize::from(*member == world.consortium.members[holder].id);
+                let good = node::release_context(&record, member, &request)
+                    .and_then(|context| keyshare::open_share(sealed, &sealing, &context).ok())
+                    .is_some_and(|share| {
+                        keyshare::verify(&share, &record.table.commitments).is_ok()
+                    });
+                if !good {
+                    let entry = world.consortium.members.iter().find(|m| m.id == *member);
+                    failing.insert(entry.map_or_else(|| member.to_string(), |m| m.name.clone()));
+                }
+            }
+        }
+    }
+    let wrongly_named: Vec<&String> = files
+        .bad_share_holders
+        .iter()
+        .filter(|name| !failing.contains(*name))
+        .collect();
+    let others_failing: Vec<&String> = failing.iter().filter(|n| **n != byzantine).collect();
+    let problem = if let Some(name) = wrongly_named.first() {
+        Some(format!("the auditor named {name}, whose shares verify"))
+    } else if let Some(name) = others_failing.first() {
+        Some(format!("{name} released a share that does not verify"))
+    } else if released_by_byzantine > 0 && !failing.contains(&byzantine) {
+        Some(format!("{byzantine} released shares that verify"))
+    } else {
+        None
+    };
+    counted(name, checked, usize::from(problem.is_some()), problem)
 }
 
 /// Stores one file from the first running participant, within the liveness bound.

@@ -129,6 +129,8 @@ pub struct Files {
     pub audit_latency_s: Latency,
     /// Peers caught serving corrupt chunks, by name.
     pub lying_peers: Vec<String>,
+    /// Holders the auditor caught releasing shares that do not verify, by name.
+    pub bad_share_holders: Vec<String>,
 }
 
 /// Everything a run found.
@@ -180,20 +182,24 @@ impl Report {
             let _ = writeln!(out, "| {} |", round.cells().join(" | "));
         }
         let f = &self.files;
+        let caught = |what: &str, names: &[String]| {
+            if names.is_empty() {
+                String::new()
+            } else {
+                format!("; {what}: {}", names.join(", "))
+            }
+        };
         let _ = writeln!(
             out,
-            "\nfiles: {} stored ({} stores failed), {} of {} audits recreated the original (latency avg {:.2} s, max {:.2} s){}",
+            "\nfiles: {} stored ({} stores failed), {} of {} audits recreated the original (latency avg {:.2} s, max {:.2} s){}{}",
             f.stored,
             f.store_failed,
             f.audit_ok,
             f.audited,
             f.audit_latency_s.avg,
             f.audit_latency_s.max,
-            if f.lying_peers.is_empty() {
-                String::new()
-            } else {
-                format!("; lying peers caught: {}", f.lying_peers.join(", "))
-            }
+            caught("lying peers caught", &f.lying_peers),
+            caught("bad shares caught from", &f.bad_share_holders),
         );
         let n = &self.network;
         let _ = writeln!(

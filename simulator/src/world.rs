@@ -53,6 +53,8 @@ pub struct World {
     directory: Directory,
     /// Good signature verdicts, shared by every member's replica (see [`ledger::SharedVerdicts`]).
     verdicts: ledger::SharedVerdicts,
+    /// The member that releases bad shares, if one does.
+    bad_share_holder: Option<usize>,
 }
 
 /// Each member's keys, the same for every start of a member.
@@ -113,6 +115,7 @@ impl World {
         let verdicts = ledger::SharedVerdicts::new(&consortium.genesis());
         Ok(Self {
             verdicts,
+            bad_share_holder: None,
             network,
             consortium,
             directory: Arc::new(std::sync::Mutex::new(vec![None; members])),
@@ -136,6 +139,17 @@ impl World {
         self.directory
             .lock()
             .unwrap_or_else(std::sync::PoisonError::into_inner)[index] = node;
+    }
+
+    /// Makes member `index` release random shares whenever it answers an access request, from
+    /// its next start on.
+    pub fn release_bad_shares(&mut self, index: usize) {
+        self.bad_share_holder = Some(index);
+    }
+
+    /// Member `index`'s secret keys (the simulator plays every member's operator).
+    pub fn keys(&self, index: usize) -> Keys {
+        member_keys(self.seed, index)
     }
 
     /// Members in the consortium.
@@ -175,6 +189,10 @@ impl World {
         let clock = self.clock.clone();
         let network = self.network.clone();
         let compute = Compute::inline().sharing_verdicts(self.verdicts.clone());
+        let policy = ReleasePolicy {
+            release_bad_shares: self.bad_share_holder == Some(index),
+            ..ReleasePolicy::default()
+        };
         let slot = &mut self.members[index];
         if slot.node.is_some() {
             return Ok(());
@@ -195,7 +213,7 @@ impl World {
                     chunks: overlay::ChunkStore::open_backend(disks.chunks.clone(), u64::MAX)?,
                     private: node::PrivateDb::open_backend(disks.private.clone())?,
                 },
-                policy: ReleasePolicy::default(),
+                policy,
                 seed: seed ^ ((index as u64) << 32) ^ slot.starts,
                 clock,
                 tick: TICK,
