@@ -6,7 +6,7 @@
 //! its block with a [`Rejection`] and changes nothing except, once its signature is known good,
 //! its sender's nonce (so a rejected transaction cannot be replayed later when it would succeed).
 
-use std::collections::BTreeMap;
+use std::collections::{BTreeMap, BTreeSet};
 use std::sync::Arc;
 
 use keyshare::{
@@ -505,8 +505,13 @@ fn check_stateless(genesis: &Genesis, role: Role, body: &Body) -> Result<(), Rej
                     reason: format!("1..={MAX_TABLE_CHUNKS} chunk records needed"),
                 });
             }
-            check_records(genesis, *first_chunk, chunk_hashes, chunk_owners)
-                .map_err(|reason| Rejection::InvalidMasterTable { reason })
+            check_records(
+                &member_set(genesis),
+                *first_chunk,
+                chunk_hashes,
+                chunk_owners,
+            )
+            .map_err(|reason| Rejection::InvalidMasterTable { reason })
         }
     }
 }
@@ -644,8 +649,9 @@ fn validate_table(genesis: &Genesis, table: &MasterTable) -> Result<(), String> 
             table.chunk_hashes.len()
         ));
     }
-    check_records(genesis, 0, &table.chunk_hashes, &table.chunk_owners)?;
-    let is_member = |id: &MemberId| genesis.member(id).is_some();
+    let members = member_set(genesis);
+    check_records(&members, 0, &table.chunk_hashes, &table.chunk_owners)?;
+    let is_member = |id: &MemberId| members.contains(id);
     let holders = &table.holders;
     if holders.is_empty() || holders.len() > MAX_SHARE_COUNT as usize {
         return Err(format!("holder count must be 1..={MAX_SHARE_COUNT}"));
@@ -665,7 +671,7 @@ fn validate_table(genesis: &Genesis, table: &MasterTable) -> Result<(), String> 
 /// Checks chunk records starting at chunk `first_chunk`: one owner list per hash, each of
 /// 1..=`MAX_CHUNK_OWNERS` distinct members.
 fn check_records(
-    genesis: &Genesis,
+    members: &BTreeSet<&MemberId>,
     first_chunk: u32,
     hashes: &[ChunkHash],
     owners: &[Vec<MemberId>],
@@ -677,7 +683,7 @@ fn check_records(
             owners.len()
         ));
     }
-    let is_member = |id: &MemberId| genesis.member(id).is_some();
+    let is_member = |id: &MemberId| members.contains(id);
     for (index, owners) in (first_chunk..).zip(owners) {
         let count_ok = (1..=MAX_CHUNK_OWNERS as usize).contains(&owners.len());
         if !count_ok || !owners.iter().all(is_member) || !all_distinct(owners) {
@@ -687,6 +693,12 @@ fn check_records(
         }
     }
     Ok(())
+}
+
+/// The members' keys, for lookups: a table names up to a thousand holders and three owners for
+/// each of up to 262,144 chunks, too many for a scan of the genesis each.
+fn member_set(genesis: &Genesis) -> BTreeSet<&MemberId> {
+    genesis.members.iter().map(|m| &m.id).collect()
 }
 
 fn all_distinct(ids: &[MemberId]) -> bool {

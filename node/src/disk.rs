@@ -10,7 +10,9 @@ use redb::StorageBackend;
 /// An in-memory disk that outlives the databases on it: writes land in `live` at once, and
 /// until `sync_data` each keeps the bytes it overwrote, so [`MemoryDisk::crash`] can put back
 /// exactly what was synced, as a power cut would. One copy of the data plus what changed since the
-/// last sync: a simulator runs a thousand of these. Its writes (and syncs) can be made to fail.
+/// last sync, in pages allocated when first written (redb grows its files in large steps it
+/// does not fill at once): a simulator runs a thousand of these. Its writes (and syncs) can be
+/// made to fail.
 #[derive(Debug, Clone, Default)]
 pub struct MemoryDisk {
     state: Arc<Mutex<DiskState>>,
@@ -18,46 +20,94 @@ pub struct MemoryDisk {
     pub failing: Arc<AtomicBool>,
 }
 
+const PAGE: usize = 4096;
+
 #[derive(Debug, Default)]
 struct DiskState {
-    live: Vec<u8>,
+    live: Pages,
     /// How to go back from `live` to what was last synced, newest last.
     undo: Vec<Undo>,
+}
+
+/// A file as pages: one never written reads as zeros and takes no memory.
+#[derive(Clone, Debug, Default)]
+struct Pages {
+    len: usize,
+    pages: Vec<Option<Box<[u8; PAGE]>>>,
 }
 
 #[derive(Debug)]
 enum Undo {
     /// Put these bytes back at this offset.
-    Bytes(u64, Vec<u8>),
+    Bytes(usize, Vec<u8>),
     /// Set the length back to this.
-    Len(u64),
+    Len(usize),
+}
+
+impl Pages {
+    fn read(&self, offset: usize, out: &mut [u8]) {
+        let mut done = 0;
+        while done < out.len() {
+            let at = offset + done;
+            let (page, within) = (at / PAGE, at % PAGE);
+            let take = (PAGE - within).min(out.len() - done);
+            let target = &mut out[done..done + take];
+            match self.pages.get(page).and_then(Option::as_ref) {
+                Some(bytes) => target.copy_from_slice(&bytes[within..within + take]),
+                None => target.fill(0),
+            }
+            done += take;
+        }
+    }
+
+    /// Writes inside the current length.
+    fn write(&mut self, offset: usize, data: &[u8]) {
+        let mut done = 0;
+        while done < data.len() {
+            let at = offset + done;
+            let (page, within) = (at / PAGE, at % PAGE);
+            let take = (PAGE - within).min(data.len() - done);
+            let bytes = self.pages[page].get_or_insert_with(|| Box::new([0; PAGE]));
+            bytes[within..within + take].copy_from_slice(&data[done..done + take]);
+            done += take;
+        }
+    }
+
+    fn set_len(&mut self, len: usize) {
+        if len < self.len {
+            // What lies past the end must read as zeros if the file grows again.
+            if let Some(Some(bytes)) = self.pages.get_mut(len / PAGE) {
+                bytes[len % PAGE..].fill(0);
+            }
+        }
+        self.pages.resize(len.div_ceil(PAGE), None);
+        self.len = len;
+    }
 }
 
 impl DiskState {
     /// Resizes `live`, remembering how to undo it.
     fn set_len(&mut self, len: usize) {
-        let old = self.live.len();
+        let old = self.live.len;
         if len < old {
-            self.undo
-                .push(Undo::Bytes(len as u64, self.live[len..].to_vec()));
+            let mut tail = vec![0; old - len];
+            self.live.read(len, &mut tail);
+            self.undo.push(Undo::Bytes(len, tail));
         }
-        self.undo.push(Undo::Len(old as u64));
-        self.live.resize(len, 0);
+        self.undo.push(Undo::Len(old));
+        self.live.set_len(len);
     }
 
     /// What was synced last.
-    fn durable(&self) -> Vec<u8> {
-        let mut bytes = self.live.clone();
+    fn durable(&self) -> Pages {
+        let mut pages = self.live.clone();
         for undo in self.undo.iter().rev() {
             match undo {
-                Undo::Bytes(offset, old) => {
-                    let start = *offset as usize;
-                    bytes[start..start + old.len()].copy_from_slice(old);
-                }
-                Undo::Len(len) => bytes.resize(*len as usize, 0),
+                Undo::Bytes(offset, old) => pages.write(*offset, old),
+                Undo::Len(len) => pages.set_len(*len),
             }
         }
-        bytes
+        pages
     }
 }
 
@@ -98,16 +148,14 @@ impl MemoryDisk {
 
 impl StorageBackend for MemoryDisk {
     fn len(&self) -> Result<u64, std::io::Error> {
-        Ok(self.state().live.len() as u64)
+        Ok(self.state().live.len as u64)
     }
     fn read(&self, offset: u64, out: &mut [u8]) -> Result<(), std::io::Error> {
         let state = self.state();
-        let end = offset as usize + out.len();
-        let bytes = state
-            .live
-            .get(offset as usize..end)
-            .ok_or_else(|| std::io::Error::other("read past the end"))?;
-        out.copy_from_slice(bytes);
+        if offset as usize + out.len() > state.live.len {
+            return Err(std::io::Error::other("read past the end"));
+        }
+        state.live.read(offset as usize, out);
         Ok(())
     }
     fn set_len(&self, len: u64) -> Result<(), std::io::Error> {
@@ -124,12 +172,13 @@ impl StorageBackend for MemoryDisk {
         self.check()?;
         let mut state = self.state();
         let (start, end) = (offset as usize, offset as usize + data.len());
-        if state.live.len() < end {
+        if state.live.len < end {
             state.set_len(end);
         }
-        let old = state.live[start..end].to_vec();
-        state.undo.push(Undo::Bytes(offset, old));
-        state.live[start..end].copy_from_slice(data);
+        let mut old = vec![0; data.len()];
+        state.live.read(start, &mut old);
+        state.undo.push(Undo::Bytes(start, old));
+        state.live.write(start, data);
         Ok(())
     }
 }
@@ -167,9 +216,9 @@ mod tests {
     fn op() -> impl proptest::strategy::Strategy<Value = Op> {
         use proptest::prelude::*;
         prop_oneof![
-            4 => (0u16..600, proptest::collection::vec(any::<u8>(), 1..80))
+            4 => (0u16..20_000, proptest::collection::vec(any::<u8>(), 1..9_000))
                 .prop_map(|(offset, data)| Op::Write(offset, data)),
-            1 => (0u16..700).prop_map(Op::SetLen),
+            1 => (0u16..24_000).prop_map(Op::SetLen),
             2 => Just(Op::Sync),
             1 => Just(Op::Crash),
         ]
