@@ -14,8 +14,7 @@
 //! placement and transactions from it (DESIGN.md "Store", see `store.rs`).
 
 use std::path::Path;
-use std::sync::atomic::{AtomicBool, Ordering};
-use std::sync::{Arc, Mutex, PoisonError};
+use std::sync::Arc;
 
 use keyshare::FileId;
 use redb::{Database, ReadableDatabase, ReadableTable, StorageBackend, TableDefinition};
@@ -96,15 +95,10 @@ pub(crate) struct Intent {
     pub(crate) submitted: bool,
 }
 
-/// Opens the database again (after an I/O error redb refuses every later write until then).
-type Opener = Box<dyn Fn() -> Result<Database, redb::Error> + Send + Sync>;
-
 /// The private database.
 pub struct PrivateDb {
-    db: Mutex<Option<Arc<Database>>>,
-    open: Opener,
-    /// A commit failed: reopen before the next operation.
-    broken: AtomicBool,
+    /// Reopened after a failed commit (redb refuses every later write until then).
+    db: overlay::ReopeningDb,
 }
 
 fn key_of(key: &RecordKey) -> (&str, u64) {
@@ -150,54 +144,33 @@ fn decode<T: for<'de> Deserialize<'de>>(bytes: &[u8], what: &str) -> Result<T, E
 impl PrivateDb {
     /// Opens (or creates) `private.redb` at `path`.
     pub fn open_file(path: &Path) -> Result<Self, Error> {
-        let path = path.to_owned();
-        Self::init(Box::new(move || {
-            Ok(Database::builder()
-                .set_cache_size(CACHE_BYTES)
-                .create(&path)?)
-        }))
+        Self::init(overlay::ReopeningDb::file("private", path, CACHE_BYTES)?)
     }
 
-    /// Opens on any redb backend (a clone of it each time the database is reopened).
-    pub fn open_backend(backend: impl StorageBackend + Clone + 'static) -> Result<Self, Error> {
-        Self::init(Box::new(move || {
-            Ok(Database::builder()
-                .set_cache_size(CACHE_BYTES)
-                .create_with_backend(backend.clone())?)
-        }))
+    /// Opens on any redb backend (the same one each time the database is reopened).
+    pub fn open_backend(backend: impl StorageBackend + 'static) -> Result<Self, Error> {
+        Self::init(overlay::ReopeningDb::backend(
+            "private",
+            backend,
+            CACHE_BYTES,
+        )?)
     }
 
-    fn init(open: Opener) -> Result<Self, Error> {
-        let db = Self {
-            db: Mutex::new(Some(Arc::new(open()?))),
-            open,
-            broken: AtomicBool::new(false),
-        };
+    fn init(db: overlay::ReopeningDb) -> Result<Self, Error> {
+        let db = Self { db };
         db.prepare()?;
         Ok(db)
     }
 
     /// The database, reopened first if a commit failed since the last operation.
     fn db(&self) -> Result<Arc<Database>, Error> {
-        let mut slot = self.db.lock().unwrap_or_else(PoisonError::into_inner);
-        if self.broken.load(Ordering::SeqCst) || slot.is_none() {
-            // The old handle goes first: a file database may be open only once.
-            drop(slot.take());
-            let db = Arc::new((self.open)()?);
-            *slot = Some(db);
-            self.broken.store(false, Ordering::SeqCst);
-            tracing::info!("private database reopened after an error");
-        }
-        slot.clone().ok_or(Error::Stopped)
+        Ok(self.db.get()?)
     }
 
     /// Commits `txn`; a failed commit leaves redb refusing writes, so the next operation
     /// reopens the database.
     fn commit(&self, txn: redb::WriteTransaction) -> Result<(), Error> {
-        txn.commit().map_err(|error| {
-            self.broken.store(true, Ordering::SeqCst);
-            Error::from(error)
-        })
+        Ok(self.db.commit(txn)?)
     }
 
     /// Creates the tables and drops the pieces of records a crash cut short.

@@ -10,12 +10,12 @@ use std::path::Path;
 
 use keyshare::{ChunkHash, MAX_CHUNK_SIZE_BYTES, TAG_SIZE_BYTES};
 use redb::{
-    Database, ReadableDatabase, ReadableTable, ReadableTableMetadata, StorageBackend,
-    TableDefinition,
+    ReadableDatabase, ReadableTable, ReadableTableMetadata, StorageBackend, TableDefinition,
 };
 
 use crate::error::StoreError;
 use crate::peer::PeerId;
+use crate::reopen::ReopeningDb;
 
 const CHUNKS: TableDefinition<&[u8; 32], &[u8]> = TableDefinition::new("chunks");
 const USAGE: TableDefinition<&[u8; 32], u64> = TableDefinition::new("usage");
@@ -29,7 +29,7 @@ const CACHE_BYTES: usize = 64 << 20;
 
 /// A redb-backed, hash-verified chunk store.
 pub struct ChunkStore {
-    db: Database,
+    db: ReopeningDb,
     quota_bytes: u64,
 }
 
@@ -37,32 +37,34 @@ impl ChunkStore {
     /// Opens (or creates) the store file at `path`; each pusher may store up to `quota_bytes`.
     pub fn open_file(path: &Path, quota_bytes: u64) -> Result<Self, StoreError> {
         Self::init(
-            Database::builder()
-                .set_cache_size(CACHE_BYTES)
-                .create(path)?,
+            ReopeningDb::file("chunks", path, CACHE_BYTES).map_err(StoreError::Redb)?,
             quota_bytes,
         )
     }
 
     /// Opens a store on any redb backend (in-memory for tests and the simulator).
     pub fn open_backend(
-        backend: impl StorageBackend,
+        backend: impl StorageBackend + 'static,
         quota_bytes: u64,
     ) -> Result<Self, StoreError> {
         Self::init(
-            Database::builder()
-                .set_cache_size(CACHE_BYTES)
-                .create_with_backend(backend)?,
+            ReopeningDb::backend("chunks", backend, CACHE_BYTES).map_err(StoreError::Redb)?,
             quota_bytes,
         )
     }
 
-    fn init(db: Database, quota_bytes: u64) -> Result<Self, StoreError> {
-        let txn = db.begin_write()?;
+    fn init(db: ReopeningDb, quota_bytes: u64) -> Result<Self, StoreError> {
+        let store = Self { db, quota_bytes };
+        let txn = store.database()?.begin_write()?;
         txn.open_table(CHUNKS)?;
         txn.open_table(USAGE)?;
-        txn.commit()?;
-        Ok(Self { db, quota_bytes })
+        store.db.commit(txn)?;
+        Ok(store)
+    }
+
+    /// The database, reopened if a commit failed since the last operation.
+    fn database(&self) -> Result<std::sync::Arc<redb::Database>, StoreError> {
+        self.db.get().map_err(StoreError::Redb)
     }
 
     /// Stores `bytes` under `hash` on behalf of `pusher`, after checking the hash and the
@@ -77,7 +79,15 @@ impl ChunkStore {
         if ChunkHash::of(bytes) != *hash {
             return Err(StoreError::HashMismatch { expected: *hash });
         }
-        let txn = self.db.begin_write()?;
+        self.write(pusher, hash, bytes).inspect_err(|error| {
+            if matches!(error, StoreError::Redb(_)) {
+                self.db.failed();
+            }
+        })
+    }
+
+    fn write(&self, pusher: &PeerId, hash: &ChunkHash, bytes: &[u8]) -> Result<(), StoreError> {
+        let txn = self.database()?.begin_write()?;
         {
             let mut chunks = txn.open_table(CHUNKS)?;
             if chunks.get(hash.as_bytes())?.is_some() {
@@ -95,13 +105,13 @@ impl ChunkStore {
             usage.insert(pusher.as_bytes(), charged)?;
             chunks.insert(hash.as_bytes(), bytes)?;
         }
-        txn.commit()?;
+        self.db.commit(txn)?;
         Ok(())
     }
 
     /// The chunk stored under `hash`, re-verified; `None` if absent.
     pub fn get(&self, hash: &ChunkHash) -> Result<Option<Vec<u8>>, StoreError> {
-        let txn = self.db.begin_read()?;
+        let txn = self.database()?.begin_read()?;
         let chunks = txn.open_table(CHUNKS)?;
         let Some(value) = chunks.get(hash.as_bytes())? else {
             return Ok(None);
@@ -115,7 +125,7 @@ impl ChunkStore {
 
     /// Which of `hashes` are present (without re-hashing their bytes).
     pub fn has(&self, hashes: &[ChunkHash]) -> Result<Vec<bool>, StoreError> {
-        let txn = self.db.begin_read()?;
+        let txn = self.database()?.begin_read()?;
         let chunks = txn.open_table(CHUNKS)?;
         hashes
             .iter()
@@ -125,14 +135,14 @@ impl ChunkStore {
 
     /// Bytes charged to `pusher` so far.
     pub fn usage_bytes(&self, pusher: &PeerId) -> Result<u64, StoreError> {
-        let txn = self.db.begin_read()?;
+        let txn = self.database()?.begin_read()?;
         let usage = txn.open_table(USAGE)?;
         Ok(usage.get(pusher.as_bytes())?.map_or(0, |v| v.value()))
     }
 
     /// Number of chunks stored.
     pub fn len(&self) -> Result<u64, StoreError> {
-        let txn = self.db.begin_read()?;
+        let txn = self.database()?.begin_read()?;
         Ok(txn.open_table(CHUNKS)?.len()?)
     }
 
@@ -146,6 +156,69 @@ impl ChunkStore {
 mod tests {
     use super::*;
     use redb::backends::InMemoryBackend;
+    use std::sync::Arc;
+    use std::sync::atomic::{AtomicBool, Ordering};
+
+    /// An in-memory backend whose writes and syncs fail while `failing` is set.
+    #[derive(Debug, Default)]
+    struct Flaky {
+        inner: InMemoryBackend,
+        failing: Arc<AtomicBool>,
+    }
+
+    impl Flaky {
+        fn check(&self) -> Result<(), std::io::Error> {
+            if self.failing.load(Ordering::SeqCst) {
+                return Err(std::io::Error::other("injected"));
+            }
+            Ok(())
+        }
+    }
+
+    impl StorageBackend for Flaky {
+        fn len(&self) -> Result<u64, std::io::Error> {
+            self.inner.len()
+        }
+        fn read(&self, offset: u64, out: &mut [u8]) -> Result<(), std::io::Error> {
+            self.inner.read(offset, out)
+        }
+        fn set_len(&self, len: u64) -> Result<(), std::io::Error> {
+            self.check()?;
+            self.inner.set_len(len)
+        }
+        fn sync_data(&self) -> Result<(), std::io::Error> {
+            self.check()?;
+            self.inner.sync_data()
+        }
+        fn write(&self, offset: u64, data: &[u8]) -> Result<(), std::io::Error> {
+            self.check()?;
+            self.inner.write(offset, data)
+        }
+    }
+
+    #[test]
+    fn a_store_whose_disk_failed_for_a_while_works_again() {
+        let disk = Flaky::default();
+        let failing = disk.failing.clone();
+        let store = ChunkStore::open_backend(disk, u64::MAX).unwrap();
+        let pusher = PeerId::from_bytes([1; 32]);
+        let chunk = |byte: u8| {
+            let bytes = vec![byte; 70_000];
+            (ChunkHash::of(&bytes), bytes)
+        };
+        let (kept, kept_bytes) = chunk(1);
+        store.put(&pusher, &kept, &kept_bytes).unwrap();
+        failing.store(true, Ordering::SeqCst);
+        let (lost, lost_bytes) = chunk(2);
+        assert!(store.put(&pusher, &lost, &lost_bytes).is_err());
+        failing.store(false, Ordering::SeqCst);
+        // redb refuses every write after an I/O error until the database is reopened.
+        let (later, later_bytes) = chunk(3);
+        store.put(&pusher, &later, &later_bytes).unwrap();
+        assert_eq!(store.get(&kept).unwrap(), Some(kept_bytes));
+        assert_eq!(store.get(&later).unwrap(), Some(later_bytes));
+        assert_eq!(store.get(&lost).unwrap(), None);
+    }
 
     fn store(quota_bytes: u64) -> ChunkStore {
         ChunkStore::open_backend(InMemoryBackend::new(), quota_bytes).unwrap()

@@ -92,7 +92,8 @@ pub async fn read_chains(world: &World) -> (Vec<(usize, u64, BlockHash)>, Chain)
         }
     }
     // Every member, read in full or not, stores the block at its head height, and it is its
-    // head: its stored chain is not judged by its state alone.
+    // head: its stored chain is not judged by its state alone (unless a snapshot brought it
+    // there).
     for (index, height, head) in &heads {
         if *height == 0 {
             continue;
@@ -110,6 +111,10 @@ pub async fn read_chains(world: &World) -> (Vec<(usize, u64, BlockHash)>, Chain)
                     merge(&mut chain, &mut owners, *index, block);
                 }
             }
+            // It installed a snapshot at its head and has applied nothing since: it stores no
+            // block there by design. Its head is still compared with the gathered chain's
+            // block at that height (`chains_agree`). Seed 1248 of the long sweep.
+            Ok(blocks) if blocks.is_empty() => {}
             _ => chain.unreadable.push(format!(
                 "member-{} does not store its head block {height}",
                 index + 1

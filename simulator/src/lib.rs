@@ -477,6 +477,10 @@ async fn liveness(world: &World) -> Vec<Check> {
         match tokio::time::timeout(left, node.submit(body)).await {
             Ok(Ok(receipt)) => break Ok(receipt),
             Ok(Err(node::Error::OutcomeUnknown { .. })) => {}
+            // Its ledger is reopening after a disk error: ask again shortly.
+            Ok(Err(node::Error::LedgerDown { .. })) => {
+                tokio::time::sleep(Duration::from_millis(200)).await;
+            }
             Ok(Err(error)) => break Err(format!("the probe transaction failed: {error}")),
             Err(_) => {
                 break Err(format!(

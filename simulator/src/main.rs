@@ -27,7 +27,8 @@ struct Args {
     #[arg(long, default_value_t = 30)]
     duration: u64,
     /// Faults during the safety phase: a comma list of crash, partition, loss, duplicate,
-    /// corrupt, or all / none.
+    /// corrupt, bad-shares (a holder releases random shares), disk (a member's disks fail
+    /// writes for a while), or all (every one but disk) / none.
     #[arg(long, default_value = "none")]
     faults: String,
     /// Transaction send rates (per second) of the sweep, e.g. 25,50,100; each runs an equal
@@ -96,6 +97,13 @@ fn main() -> ExitCode {
     if let Err(error) = config.validate() {
         eprintln!("error: {error}");
         return ExitCode::from(2);
+    }
+    // The node library's logs, when asked for (RUST_LOG=node=info): a run's story per member.
+    if std::env::var_os("RUST_LOG").is_some() {
+        let _ = tracing_subscriber::fmt()
+            .with_env_filter(tracing_subscriber::EnvFilter::from_default_env())
+            .with_writer(std::io::stderr)
+            .try_init();
     }
     if let Some(count) = args.seeds {
         if count == 0 || args.json || args.report.is_some() {

@@ -152,6 +152,15 @@ impl World {
         member_keys(self.seed, index)
     }
 
+    /// Makes every write and sync on member `index`'s disks fail (an I/O error), or work again.
+    pub fn fail_disks(&self, index: usize, failing: bool) {
+        let disks = &self.members[index].disks;
+        for disk in [&disks.ledger, &disks.chunks, &disks.private] {
+            disk.failing
+                .store(failing, std::sync::atomic::Ordering::SeqCst);
+        }
+    }
+
     /// Members in the consortium.
     pub fn len(&self) -> usize {
         self.members.len()
