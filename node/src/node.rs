@@ -29,6 +29,7 @@ use crate::ledger_task::{LedgerOpener, run_ledger};
 use crate::metrics::Metrics;
 use crate::private::{PrivateDb, RecordWriter};
 use crate::shared::{Clock, Shared};
+use tracing::Instrument;
 
 /// Storage a node runs on; files in the binary, in-memory backends in tests and the simulator.
 pub struct Stores {
@@ -184,17 +185,26 @@ impl<T: Transport> Node<T> {
         });
         shared.set_ledger_error(None);
         let (stop, stopped) = watch::channel(false);
-        let ledger_task = tokio::spawn(run_ledger(
-            replica,
-            opener,
-            shared.clone(),
-            command_rx,
-            message_rx,
-            tick,
-            stopped.clone(),
-        ));
-        let holder_task = tokio::spawn(crate::holder::run(shared.clone(), stopped.clone()));
-        let ingest_task = tokio::spawn(crate::store::run_ingest(shared.clone(), stopped));
+        // Every line a task logs names its member: several nodes may share a process (the
+        // simulator, tests).
+        let span = tracing::info_span!("node", member = %shared.me.name);
+        let ledger_task = tokio::spawn(
+            run_ledger(
+                replica,
+                opener,
+                shared.clone(),
+                command_rx,
+                message_rx,
+                tick,
+                stopped.clone(),
+            )
+            .instrument(span.clone()),
+        );
+        let holder_task = tokio::spawn(
+            crate::holder::run(shared.clone(), stopped.clone()).instrument(span.clone()),
+        );
+        let ingest_task =
+            tokio::spawn(crate::store::run_ingest(shared.clone(), stopped).instrument(span));
         Ok(Self {
             shared,
             stop,
@@ -348,12 +358,11 @@ impl<T: Transport> Node<T> {
     pub async fn wait_for_height(&self, height: u64, timeout: Duration) -> Result<(), Error> {
         let deadline = tokio::time::Instant::now() + timeout;
         loop {
-            let now = self
-                .shared
-                .query(|replica| replica.state().height())
-                .await?;
-            if now >= height {
-                return Ok(());
+            // A ledger reopening after an error is waited for, like one catching up.
+            match self.shared.query(|replica| replica.state().height()).await {
+                Ok(now) if now >= height => return Ok(()),
+                Ok(_) | Err(Error::LedgerDown { .. }) => {}
+                Err(error) => return Err(error),
             }
             if tokio::time::Instant::now() >= deadline {
                 return Err(Error::Timeout {

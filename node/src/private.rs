@@ -175,7 +175,7 @@ impl PrivateDb {
 
     /// Creates the tables and drops the pieces of records a crash cut short.
     fn prepare(&self) -> Result<(), Error> {
-        let txn = self.db()?.begin_write()?;
+        let txn = self.db.begin_write()?;
         txn.open_table(RECORDS)?;
         txn.open_table(SHARED)?;
         txn.open_table(CLAIMED)?;
@@ -219,7 +219,7 @@ impl PrivateDb {
     /// shares it (the claim is committed with the record, so the ingest task never sees it
     /// unclaimed).
     pub fn writer(&self, stream: &str, claimed: bool) -> Result<RecordWriter<'_>, Error> {
-        let txn = self.db()?.begin_write()?;
+        let txn = self.db.begin_write()?;
         let seq = {
             let records = txn.open_table(RECORDS)?;
             let mut writing = txn.open_table(WRITING)?;
@@ -306,7 +306,7 @@ impl PrivateDb {
     /// Marks a record shared and forgets its intent, in one transaction.
     pub fn mark_shared(&self, key: &RecordKey, shared: &SharedRecord) -> Result<(), Error> {
         let bytes = encode(shared, "a shared record")?;
-        let txn = self.db()?.begin_write()?;
+        let txn = self.db.begin_write()?;
         txn.open_table(SHARED)?
             .insert(key_of(key), bytes.as_slice())?;
         txn.open_table(INTENTS)?.remove(key_of(key))?;
@@ -362,7 +362,7 @@ impl PrivateDb {
     /// Records the intent of a record's share, durably.
     pub(crate) fn put_intent(&self, key: &RecordKey, intent: &Intent) -> Result<(), Error> {
         let bytes = Zeroizing::new(encode(intent, "a share intent")?);
-        let txn = self.db()?.begin_write()?;
+        let txn = self.db.begin_write()?;
         txn.open_table(INTENTS)?
             .insert(key_of(key), bytes.as_slice())?;
         self.commit(txn)
@@ -370,7 +370,7 @@ impl PrivateDb {
 
     /// Forgets the intent of a share none of whose transactions was submitted.
     pub(crate) fn drop_intent(&self, key: &RecordKey) -> Result<(), Error> {
-        let txn = self.db()?.begin_write()?;
+        let txn = self.db.begin_write()?;
         txn.open_table(INTENTS)?.remove(key_of(key))?;
         self.commit(txn)
     }
@@ -378,7 +378,7 @@ impl PrivateDb {
     /// Removes a record and everything about it (a `store` that failed before anything of it
     /// could reach the chain: its caller was told, and nobody will share it).
     pub(crate) fn remove_record(&self, key: &RecordKey) -> Result<(), Error> {
-        let txn = self.db()?.begin_write()?;
+        let txn = self.db.begin_write()?;
         remove_rows(&txn, key)?;
         self.commit(txn)
     }
@@ -464,7 +464,7 @@ impl RecordWriter<'_> {
     fn commit_ready(&mut self, last: bool) -> Result<(), Error> {
         // Any failure below leaves pieces unaccounted for.
         self.failed = true;
-        let txn = self.db.db()?.begin_write()?;
+        let txn = self.db.db.begin_write()?;
         {
             let mut pieces = txn.open_table(PIECES)?;
             for piece in self.ready.drain(..) {
@@ -499,7 +499,7 @@ impl RecordWriter<'_> {
     /// Removes what this writer wrote — the listing too, in case a `finish` that reported
     /// failure did commit.
     fn discard(&self) -> Result<(), Error> {
-        let txn = self.db.db()?.begin_write()?;
+        let txn = self.db.db.begin_write()?;
         remove_rows(&txn, &self.key)?;
         self.db.commit(txn)
     }

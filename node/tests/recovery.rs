@@ -65,16 +65,22 @@ async fn a_ledger_storage_error_is_reported_and_the_ledger_recovers() {
 
     // The disk heals: the ledger reopens from what it made durable and catches up; the holder
     // works out from the chain that it has not answered the request and releases its share.
-    faulty_member.disk.failing.store(false, Ordering::SeqCst);
+    // Waiting for a height, begun while the ledger is down, spans its restart.
+    let heal = async {
+        tokio::time::sleep(Duration::from_millis(300)).await;
+        faulty_member.disk.failing.store(false, Ordering::SeqCst);
+    };
+    let (waited, ()) = tokio::join!(
+        faulty_member
+            .node
+            .wait_for_height(request.height, Duration::from_secs(30)),
+        heal
+    );
+    waited.unwrap();
     eventually("the member is healthy again", || async {
         faulty_member.node.status().await.is_ok_and(|s| s.healthy)
     })
     .await;
-    faulty_member
-        .node
-        .wait_for_height(request.height, Duration::from_secs(30))
-        .await
-        .unwrap();
     eventually(&format!("{faulty_name} answers the request"), || async {
         released_by(auditor, request.request_id, faulty_id).await
     })

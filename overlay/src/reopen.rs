@@ -1,4 +1,4 @@
-//! A redb database that reopens itself after a failed commit.
+//! A redb database that reopens itself after a failed write.
 //!
 //! After an I/O error redb refuses every later write transaction until the database is opened
 //! again. A node must survive a disk that fails for a while (a full disk, a flaky controller):
@@ -123,9 +123,20 @@ impl ReopeningDb {
         txn.commit().inspect_err(|_| self.failed())
     }
 
-    /// A write transaction failed before its commit (growing the file is a write too): the next
-    /// operation reopens the database.
-    pub fn failed(&self) {
+    /// Begins a write transaction. A transaction that failed before its commit (growing the
+    /// file is a write too) leaves redb refusing writes as well: that is seen here, and the
+    /// database reopened.
+    pub fn begin_write(&self) -> Result<WriteTransaction, redb::Error> {
+        match self.get()?.begin_write() {
+            Err(redb::TransactionError::Storage(redb::StorageError::PreviousIo)) => {
+                self.failed();
+                Ok(self.get()?.begin_write()?)
+            }
+            begun => Ok(begun?),
+        }
+    }
+
+    fn failed(&self) {
         self.broken.store(true, Ordering::SeqCst);
     }
 }

@@ -55,7 +55,7 @@ impl ChunkStore {
 
     fn init(db: ReopeningDb, quota_bytes: u64) -> Result<Self, StoreError> {
         let store = Self { db, quota_bytes };
-        let txn = store.database()?.begin_write()?;
+        let txn = store.db.begin_write().map_err(StoreError::Redb)?;
         txn.open_table(CHUNKS)?;
         txn.open_table(USAGE)?;
         store.db.commit(txn)?;
@@ -79,15 +79,7 @@ impl ChunkStore {
         if ChunkHash::of(bytes) != *hash {
             return Err(StoreError::HashMismatch { expected: *hash });
         }
-        self.write(pusher, hash, bytes).inspect_err(|error| {
-            if matches!(error, StoreError::Redb(_)) {
-                self.db.failed();
-            }
-        })
-    }
-
-    fn write(&self, pusher: &PeerId, hash: &ChunkHash, bytes: &[u8]) -> Result<(), StoreError> {
-        let txn = self.database()?.begin_write()?;
+        let txn = self.db.begin_write().map_err(StoreError::Redb)?;
         {
             let mut chunks = txn.open_table(CHUNKS)?;
             if chunks.get(hash.as_bytes())?.is_some() {

@@ -28,7 +28,7 @@ struct Args {
     duration: u64,
     /// Faults during the safety phase: a comma list of crash, partition, loss, duplicate,
     /// corrupt, bad-shares (a holder releases random shares), disk (a member's disks fail
-    /// writes for a while), or all (every one but disk) / none.
+    /// writes for a while), or all / none.
     #[arg(long, default_value = "none")]
     faults: String,
     /// Transaction send rates (per second) of the sweep, e.g. 25,50,100; each runs an equal
