@@ -22,6 +22,9 @@ pub struct MemoryDisk {
 
 const PAGE: usize = 4096;
 
+/// What a failing [`MemoryDisk`]'s writes and syncs report.
+pub const INJECTED_FAILURE: &str = "injected write failure";
+
 #[derive(Debug, Default)]
 struct DiskState {
     live: Pages,
@@ -114,7 +117,7 @@ impl DiskState {
 impl MemoryDisk {
     fn check(&self) -> Result<(), std::io::Error> {
         if self.failing.load(Ordering::SeqCst) {
-            return Err(std::io::Error::other("injected write failure"));
+            return Err(std::io::Error::other(INJECTED_FAILURE));
         }
         Ok(())
     }

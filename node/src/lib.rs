@@ -32,7 +32,7 @@ mod shared;
 mod store;
 
 pub use compute::{Compute, Job, Spawner};
-pub use disk::MemoryDisk;
+pub use disk::{INJECTED_FAILURE, MemoryDisk};
 pub use error::Error;
 pub use ledger_task::LedgerOpener;
 pub use metrics::Metrics;

@@ -14,10 +14,9 @@
 //! placement and transactions from it (DESIGN.md "Store", see `store.rs`).
 
 use std::path::Path;
-use std::sync::Arc;
 
 use keyshare::FileId;
-use redb::{Database, ReadableDatabase, ReadableTable, StorageBackend, TableDefinition};
+use redb::{ReadableTable, StorageBackend, TableDefinition};
 use serde::{Deserialize, Serialize};
 use zeroize::{Zeroize, ZeroizeOnDrop, Zeroizing};
 
@@ -162,11 +161,6 @@ impl PrivateDb {
         Ok(db)
     }
 
-    /// The database, reopened first if a commit failed since the last operation.
-    fn db(&self) -> Result<Arc<Database>, Error> {
-        Ok(self.db.get()?)
-    }
-
     /// Commits `txn`; a failed commit leaves redb refusing writes, so the next operation
     /// reopens the database.
     fn commit(&self, txn: redb::WriteTransaction) -> Result<(), Error> {
@@ -249,7 +243,7 @@ impl PrivateDb {
 
     /// A complete record's size, if it exists.
     pub fn meta(&self, key: &RecordKey) -> Result<Option<RecordMeta>, Error> {
-        let txn = self.db()?.begin_read()?;
+        let txn = self.db.begin_read()?;
         let records = txn.open_table(RECORDS)?;
         records
             .get(key_of(key))?
@@ -259,7 +253,7 @@ impl PrivateDb {
 
     /// Piece `index` of a record.
     pub fn piece(&self, key: &RecordKey, index: u32) -> Result<Vec<u8>, Error> {
-        let txn = self.db()?.begin_read()?;
+        let txn = self.db.begin_read()?;
         let pieces = txn.open_table(PIECES)?;
         pieces
             .get((key.stream.as_str(), key.seq, index))?
@@ -285,7 +279,7 @@ impl PrivateDb {
     /// Records for the ingest task: not yet shared and not claimed by a caller, oldest first per
     /// stream.
     pub fn unshared(&self) -> Result<Vec<RecordKey>, Error> {
-        let txn = self.db()?.begin_read()?;
+        let txn = self.db.begin_read()?;
         let records = txn.open_table(RECORDS)?;
         let shared = txn.open_table(SHARED)?;
         let claimed = txn.open_table(CLAIMED)?;
@@ -316,7 +310,7 @@ impl PrivateDb {
 
     /// How a record was shared, if it was.
     pub fn shared(&self, key: &RecordKey) -> Result<Option<SharedRecord>, Error> {
-        let txn = self.db()?.begin_read()?;
+        let txn = self.db.begin_read()?;
         let table = txn.open_table(SHARED)?;
         table
             .get(key_of(key))?
@@ -326,7 +320,7 @@ impl PrivateDb {
 
     /// The intent recorded for a record's share, if one is in progress.
     pub(crate) fn intent(&self, key: &RecordKey) -> Result<Option<Intent>, Error> {
-        let txn = self.db()?.begin_read()?;
+        let txn = self.db.begin_read()?;
         let table = txn.open_table(INTENTS)?;
         table
             .get(key_of(key))?
@@ -336,7 +330,7 @@ impl PrivateDb {
 
     /// Claimed records that are not shared but whose share was submitted, with their intents.
     pub(crate) fn claimed_in_flight(&self) -> Result<Vec<(RecordKey, Intent)>, Error> {
-        let txn = self.db()?.begin_read()?;
+        let txn = self.db.begin_read()?;
         let intents = txn.open_table(INTENTS)?;
         let claimed = txn.open_table(CLAIMED)?;
         let shared = txn.open_table(SHARED)?;

@@ -10,7 +10,7 @@ use std::path::{Path, PathBuf};
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::{Arc, Mutex, PoisonError};
 
-use redb::{Database, StorageBackend, WriteTransaction};
+use redb::{Database, ReadTransaction, ReadableDatabase, StorageBackend, WriteTransaction};
 
 type Opener = Box<dyn Fn() -> Result<Database, redb::DatabaseError> + Send + Sync>;
 
@@ -127,13 +127,22 @@ impl ReopeningDb {
     /// file is a write too) leaves redb refusing writes as well: that is seen here, and the
     /// database reopened.
     pub fn begin_write(&self) -> Result<WriteTransaction, redb::Error> {
-        match self.get()?.begin_write() {
+        let begun = self.get()?.begin_write();
+        // The handle is dropped by now: a file database may be open only once.
+        match begun {
             Err(redb::TransactionError::Storage(redb::StorageError::PreviousIo)) => {
                 self.failed();
                 Ok(self.get()?.begin_write()?)
             }
             begun => Ok(begun?),
         }
+    }
+
+    /// Begins a read transaction on the current handle. (A read of a page that is not cached,
+    /// after a write failed before its commit, fails until the next write reopens the
+    /// database.)
+    pub fn begin_read(&self) -> Result<ReadTransaction, redb::Error> {
+        Ok(self.get()?.begin_read()?)
     }
 
     fn failed(&self) {

@@ -9,9 +9,7 @@
 use std::path::Path;
 
 use keyshare::{ChunkHash, MAX_CHUNK_SIZE_BYTES, TAG_SIZE_BYTES};
-use redb::{
-    ReadableDatabase, ReadableTable, ReadableTableMetadata, StorageBackend, TableDefinition,
-};
+use redb::{ReadableTable, ReadableTableMetadata, StorageBackend, TableDefinition};
 
 use crate::error::StoreError;
 use crate::peer::PeerId;
@@ -62,11 +60,6 @@ impl ChunkStore {
         Ok(store)
     }
 
-    /// The database, reopened if a commit failed since the last operation.
-    fn database(&self) -> Result<std::sync::Arc<redb::Database>, StoreError> {
-        self.db.get().map_err(StoreError::Redb)
-    }
-
     /// Stores `bytes` under `hash` on behalf of `pusher`, after checking the hash and the
     /// pusher's quota. Storing a chunk that is already present succeeds and charges nothing.
     pub fn put(&self, pusher: &PeerId, hash: &ChunkHash, bytes: &[u8]) -> Result<(), StoreError> {
@@ -103,7 +96,7 @@ impl ChunkStore {
 
     /// The chunk stored under `hash`, re-verified; `None` if absent.
     pub fn get(&self, hash: &ChunkHash) -> Result<Option<Vec<u8>>, StoreError> {
-        let txn = self.database()?.begin_read()?;
+        let txn = self.db.begin_read().map_err(StoreError::Redb)?;
         let chunks = txn.open_table(CHUNKS)?;
         let Some(value) = chunks.get(hash.as_bytes())? else {
             return Ok(None);
@@ -117,7 +110,7 @@ impl ChunkStore {
 
     /// Which of `hashes` are present (without re-hashing their bytes).
     pub fn has(&self, hashes: &[ChunkHash]) -> Result<Vec<bool>, StoreError> {
-        let txn = self.database()?.begin_read()?;
+        let txn = self.db.begin_read().map_err(StoreError::Redb)?;
         let chunks = txn.open_table(CHUNKS)?;
         hashes
             .iter()
@@ -127,14 +120,14 @@ impl ChunkStore {
 
     /// Bytes charged to `pusher` so far.
     pub fn usage_bytes(&self, pusher: &PeerId) -> Result<u64, StoreError> {
-        let txn = self.database()?.begin_read()?;
+        let txn = self.db.begin_read().map_err(StoreError::Redb)?;
         let usage = txn.open_table(USAGE)?;
         Ok(usage.get(pusher.as_bytes())?.map_or(0, |v| v.value()))
     }
 
     /// Number of chunks stored.
     pub fn len(&self) -> Result<u64, StoreError> {
-        let txn = self.database()?.begin_read()?;
+        let txn = self.db.begin_read().map_err(StoreError::Redb)?;
         Ok(txn.open_table(CHUNKS)?.len()?)
     }
 

@@ -322,8 +322,7 @@ async fn simulate(config: &SimConfig, progress: &mut dyn FnMut(&str)) -> Result<
         sensor_records_shared(
             &world,
             &ingested,
-            // A member whose disk fails refuses readings (and says so): that is right.
-            if config.faults.disk { 0 } else { ingest_failed },
+            ingest_failed,
             healed + 2 * LIVENESS_BOUND,
         )
         .await,
