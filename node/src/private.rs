@@ -581,7 +581,7 @@ mod tests {
             std::mem::forget(writer);
         }
         let db = PrivateDb::open_backend(disk).unwrap();
-        let txn = db.db().unwrap().begin_read().unwrap();
+        let txn = db.db.begin_read().unwrap();
         assert_eq!(txn.open_table(PIECES).unwrap().len().unwrap(), 0);
         assert_eq!(txn.open_table(WRITING).unwrap().len().unwrap(), 0);
         assert!(db.unshared().unwrap().is_empty());
