@@ -112,9 +112,19 @@ impl RedbStore {
 
     /// Opens a database on any redb backend (in-memory, fault-injecting, ...).
     pub fn open_backend(backend: impl StorageBackend) -> Result<Self, StoreError> {
+        Self::open_backend_cached(backend, CACHE_BYTES)
+    }
+
+    /// [`Self::open_backend`] with a page cache of `cache_bytes`. A backend that is memory
+    /// already gains little from a cache on top (the simulator runs hundreds of them: 4 MiB
+    /// instead of 64 cut a 200-member, ten-minute run from 14.9 GB to 10.6 GB and 119 s to 99 s).
+    pub fn open_backend_cached(
+        backend: impl StorageBackend,
+        cache_bytes: usize,
+    ) -> Result<Self, StoreError> {
         Self::init(
             Database::builder()
-                .set_cache_size(CACHE_BYTES)
+                .set_cache_size(cache_bytes)
                 .create_with_backend(backend)?,
         )
     }

@@ -22,6 +22,9 @@ pub type SimNode = Node<SimTransport>;
 
 /// Raft tick of a simulated member (the binary's).
 const TICK: Duration = Duration::from_millis(50);
+/// Page cache of a member's ledger database: its disk is memory already, so a large cache would
+/// only hold a second copy (see [`ledger::RedbStore::open_backend_cached`]).
+const LEDGER_CACHE_BYTES: usize = 4 << 20;
 /// Wall-clock time at the start of every run (2026-01-01), so file ids do not depend on the
 /// machine's clock.
 const EPOCH_MS: u64 = 1_767_225_600_000;
@@ -217,7 +220,11 @@ impl World {
                 keys: member_keys(seed, index),
                 stores: Stores {
                     ledger: Box::new(move || {
-                        ledger::RedbStore::open_backend(ledger_disk.clone()).map_err(Into::into)
+                        ledger::RedbStore::open_backend_cached(
+                            ledger_disk.clone(),
+                            LEDGER_CACHE_BYTES,
+                        )
+                        .map_err(Into::into)
                     }),
                     chunks: overlay::ChunkStore::open_backend(disks.chunks.clone(), u64::MAX)?,
                     private: node::PrivateDb::open_backend(disks.private.clone())?,
