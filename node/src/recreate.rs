@@ -7,7 +7,7 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use keyshare::{ChunkCipher, ChunkLayout, FileId, Share, combine, open_share, verify};
-use ledger::{AccessRecord, Body, FileRecord, RequestId};
+use ledger::{AccessRecord, Body, FileRecord, MemberId, RequestId};
 use overlay::{ChunkSpec, Outcome, PeerId, SchedulerConfig, Transport, fetch};
 use serde::{Deserialize, Serialize};
 use tokio::sync::{broadcast, mpsc};
@@ -346,6 +346,10 @@ async fn gather_shares<T: Transport>(
         .checked_add(timeout)
         .unwrap_or_else(|| now + Duration::from_secs(86_400));
     let mut blocks = shared.blocks.subscribe();
+    // Each release is opened and verified once, however many blocks the wait spans: a check is
+    // a multiscalar multiplication over the threshold's commitments, and checking every release
+    // again at every block made the wait quadratic in the holders.
+    let mut checked: BTreeMap<(RequestId, MemberId), Option<Share>> = BTreeMap::new();
     loop {
         let Some((request, access)) = shared
             .query(move |replica| my_request(replica.state(), &me, &file))
@@ -356,24 +360,28 @@ async fn gather_shares<T: Transport>(
         let mut good = Vec::new();
         let mut bad = Vec::new();
         for (holder, sealed) in access.released() {
-            let opened = release_context(record, holder, &request)
-                .ok_or_else(|| "not a holder".to_owned())
-                .and_then(|context| {
-                    open_share(sealed, &shared.sealing, &context).map_err(|e| e.to_string())
-                })
-                .and_then(|share| {
-                    verify(&share, &record.table.commitments)
-                        .map(|()| share)
-                        .map_err(|e| e.to_string())
-                });
-            match opened {
-                Ok(share) => good.push(share),
-                Err(reason) => {
-                    let name =
-                        crate::store::member_name(shared, &PeerId::from_bytes(*holder.as_bytes()));
-                    tracing::warn!(holder = %name, %reason, "released share does not verify; skipping it");
-                    bad.push(name);
-                }
+            let name =
+                || crate::store::member_name(shared, &PeerId::from_bytes(*holder.as_bytes()));
+            let share = checked.entry((request, *holder)).or_insert_with(|| {
+                let opened = release_context(record, holder, &request)
+                    .ok_or_else(|| "not a holder".to_owned())
+                    .and_then(|context| {
+                        open_share(sealed, &shared.sealing, &context).map_err(|e| e.to_string())
+                    })
+                    .and_then(|share| {
+                        verify(&share, &record.table.commitments)
+                            .map(|()| share)
+                            .map_err(|e| e.to_string())
+                    });
+                opened
+                    .inspect_err(|reason| {
+                        tracing::warn!(holder = %name(), %reason, "released share does not verify; skipping it");
+                    })
+                    .ok()
+            });
+            match share {
+                Some(share) => good.push(share.clone()),
+                None => bad.push(name()),
             }
         }
         if good.len() >= need as usize {
