@@ -276,12 +276,12 @@ async fn simulate(config: &SimConfig, progress: &mut dyn FnMut(&str)) -> Result<
         })
     };
     let sensors = {
-        let directory = world.directory();
+        let (directory, failing_disks) = (world.directory(), world.failing_disks());
         let (seed, count) = (config.seed, config.sensor_records);
         let seconds = config.duration_secs as f64;
         tokio::spawn(async move {
             let mut rng = StdRng::seed_from_u64(part_seed(seed, 6));
-            workload::sensor_feed(&directory, count, seconds, &mut rng).await
+            workload::sensor_feed(&directory, &failing_disks, count, seconds, &mut rng).await
         })
     };
     let faults_injected = faults::inject(

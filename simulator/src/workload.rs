@@ -275,6 +275,7 @@ pub type Ingested = (usize, node::RecordKey);
 /// accepted ones and how many could not be delivered (nobody up, or refused).
 pub async fn sensor_feed(
     directory: &Directory,
+    failing_disks: &crate::world::FailingDisks,
     records: usize,
     seconds: f64,
     rng: &mut StdRng,
@@ -294,9 +295,11 @@ pub async fn sensor_feed(
         // A record the node accepted is durable: from here on it must be shared, crash or not.
         match node.ingest(&stream, &reading) {
             Ok(key) => ingested.push((member, key)),
-            // Its disk fails (an injected fault): refusing the reading is right, and the sender
-            // hears it. Any other refusal is a failure.
-            Err(error) if format!("{error:?}").contains(node::INJECTED_FAILURE) => {}
+            // Its disk fails right now (an injected fault): refusing the reading is right, and
+            // the sender hears it. Any other refusal is a failure.
+            Err(error)
+                if format!("{error:?}").contains(node::INJECTED_FAILURE)
+                    && lock(failing_disks).contains(&member) => {}
             Err(_) => refused += 1,
         }
     }

@@ -58,7 +58,12 @@ pub struct World {
     verdicts: ledger::SharedVerdicts,
     /// The member that releases bad shares, if one does.
     bad_share_holder: Option<usize>,
+    /// Members whose disks fail right now.
+    failing_disks: FailingDisks,
 }
+
+/// Members whose disks fail right now, as the workloads see them.
+pub type FailingDisks = Arc<std::sync::Mutex<std::collections::BTreeSet<usize>>>;
 
 /// Each member's keys, the same for every start of a member.
 fn member_keys(seed: u64, index: usize) -> Keys {
@@ -119,6 +124,7 @@ impl World {
         Ok(Self {
             verdicts,
             bad_share_holder: None,
+            failing_disks: FailingDisks::default(),
             network,
             consortium,
             directory: Arc::new(std::sync::Mutex::new(vec![None; members])),
@@ -162,6 +168,20 @@ impl World {
             disk.failing
                 .store(failing, std::sync::atomic::Ordering::SeqCst);
         }
+        let mut members = self
+            .failing_disks
+            .lock()
+            .unwrap_or_else(std::sync::PoisonError::into_inner);
+        if failing {
+            members.insert(index);
+        } else {
+            members.remove(&index);
+        }
+    }
+
+    /// Members whose disks fail right now (see [`Self::fail_disks`]).
+    pub fn failing_disks(&self) -> FailingDisks {
+        self.failing_disks.clone()
     }
 
     /// Members in the consortium.
