@@ -138,14 +138,104 @@ impl ReopeningDb {
         }
     }
 
-    /// Begins a read transaction on the current handle. (A read of a page that is not cached,
-    /// after a write failed before its commit, fails until the next write reopens the
-    /// database.)
+    /// Begins a read transaction. After a write failed before its commit, redb refuses reads
+    /// too: that is seen here, and the database reopened, so a member that only reads (serves
+    /// chunks, waits for records) recovers without waiting for its next write.
     pub fn begin_read(&self) -> Result<ReadTransaction, redb::Error> {
-        Ok(self.get()?.begin_read()?)
+        let begun = self.get()?.begin_read();
+        match begun {
+            Err(redb::TransactionError::Storage(redb::StorageError::PreviousIo)) => {
+                self.failed();
+                Ok(self.get()?.begin_read()?)
+            }
+            begun => Ok(begun?),
+        }
     }
 
     fn failed(&self) {
         self.broken.store(true, Ordering::SeqCst);
+    }
+}
+
+#[cfg(test)]
+pub(crate) mod tests {
+    use super::*;
+    use redb::TableDefinition;
+    use redb::backends::InMemoryBackend;
+    use std::sync::atomic::AtomicBool;
+
+    /// An in-memory backend whose writes and syncs fail while `failing` is set.
+    #[derive(Debug, Default)]
+    pub(crate) struct Flaky {
+        inner: InMemoryBackend,
+        pub(crate) failing: Arc<AtomicBool>,
+    }
+
+    impl Flaky {
+        fn check(&self) -> Result<(), std::io::Error> {
+            if self.failing.load(Ordering::SeqCst) {
+                return Err(std::io::Error::other("injected"));
+            }
+            Ok(())
+        }
+    }
+
+    impl StorageBackend for Flaky {
+        fn len(&self) -> Result<u64, std::io::Error> {
+            self.inner.len()
+        }
+        fn read(&self, offset: u64, out: &mut [u8]) -> Result<(), std::io::Error> {
+            self.inner.read(offset, out)
+        }
+        fn set_len(&self, len: u64) -> Result<(), std::io::Error> {
+            self.check()?;
+            self.inner.set_len(len)
+        }
+        fn sync_data(&self) -> Result<(), std::io::Error> {
+            self.check()?;
+            self.inner.sync_data()
+        }
+        fn write(&self, offset: u64, data: &[u8]) -> Result<(), std::io::Error> {
+            self.check()?;
+            self.inner.write(offset, data)
+        }
+    }
+
+    const ROWS: TableDefinition<u32, &[u8]> = TableDefinition::new("rows");
+
+    #[test]
+    fn a_reader_recovers_from_a_write_that_failed_before_its_commit() {
+        let disk = Flaky::default();
+        let failing = disk.failing.clone();
+        // No page cache: every read goes to the backend.
+        let db = ReopeningDb::backend("test", disk, 0).unwrap();
+        let txn = db.begin_write().unwrap();
+        {
+            let mut rows = txn.open_table(ROWS).unwrap();
+            for row in 0..64u32 {
+                rows.insert(row, vec![row as u8; 4000].as_slice()).unwrap();
+            }
+        }
+        db.commit(txn).unwrap();
+        failing.store(true, Ordering::SeqCst);
+        let txn = db.begin_write().unwrap();
+        let grew = txn
+            .open_table(ROWS)
+            .map_err(redb::Error::from)
+            .and_then(|mut rows| {
+                rows.insert(1_000, vec![9u8; 1 << 20].as_slice())
+                    .map(|_| ())
+                    .map_err(redb::Error::from)
+            });
+        drop(txn);
+        failing.store(false, Ordering::SeqCst);
+        assert!(
+            grew.is_err(),
+            "growing the file must fail while the disk fails"
+        );
+        let txn = db.begin_read().unwrap();
+        let rows = txn.open_table(ROWS).unwrap();
+        let row = rows.get(7).unwrap().map(|value| value.value().to_vec());
+        assert_eq!(row, Some(vec![7u8; 4000]));
     }
 }

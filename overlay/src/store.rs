@@ -140,46 +140,9 @@ impl ChunkStore {
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::reopen::tests::Flaky;
     use redb::backends::InMemoryBackend;
-    use std::sync::Arc;
-    use std::sync::atomic::{AtomicBool, Ordering};
-
-    /// An in-memory backend whose writes and syncs fail while `failing` is set.
-    #[derive(Debug, Default)]
-    struct Flaky {
-        inner: InMemoryBackend,
-        failing: Arc<AtomicBool>,
-    }
-
-    impl Flaky {
-        fn check(&self) -> Result<(), std::io::Error> {
-            if self.failing.load(Ordering::SeqCst) {
-                return Err(std::io::Error::other("injected"));
-            }
-            Ok(())
-        }
-    }
-
-    impl StorageBackend for Flaky {
-        fn len(&self) -> Result<u64, std::io::Error> {
-            self.inner.len()
-        }
-        fn read(&self, offset: u64, out: &mut [u8]) -> Result<(), std::io::Error> {
-            self.inner.read(offset, out)
-        }
-        fn set_len(&self, len: u64) -> Result<(), std::io::Error> {
-            self.check()?;
-            self.inner.set_len(len)
-        }
-        fn sync_data(&self) -> Result<(), std::io::Error> {
-            self.check()?;
-            self.inner.sync_data()
-        }
-        fn write(&self, offset: u64, data: &[u8]) -> Result<(), std::io::Error> {
-            self.check()?;
-            self.inner.write(offset, data)
-        }
-    }
+    use std::sync::atomic::Ordering;
 
     #[test]
     fn a_store_whose_disk_failed_for_a_while_works_again() {
