@@ -127,26 +127,28 @@ impl ReopeningDb {
     /// file is a write too) leaves redb refusing writes as well: that is seen here, and the
     /// database reopened.
     pub fn begin_write(&self) -> Result<WriteTransaction, redb::Error> {
-        let begun = self.get()?.begin_write();
-        // The handle is dropped by now: a file database may be open only once.
-        match begun {
-            Err(redb::TransactionError::Storage(redb::StorageError::PreviousIo)) => {
-                self.failed();
-                Ok(self.get()?.begin_write()?)
-            }
-            begun => Ok(begun?),
-        }
+        self.begin(Database::begin_write)
     }
 
     /// Begins a read transaction. After a write failed before its commit, redb refuses reads
     /// too: that is seen here, and the database reopened, so a member that only reads (serves
     /// chunks, waits for records) recovers without waiting for its next write.
     pub fn begin_read(&self) -> Result<ReadTransaction, redb::Error> {
-        let begun = self.get()?.begin_read();
+        self.begin(|db: &Database| db.begin_read())
+    }
+
+    /// Begins a transaction with `begin`, reopening the database once if redb refuses because
+    /// of an earlier I/O error.
+    fn begin<T>(
+        &self,
+        begin: impl Fn(&Database) -> Result<T, redb::TransactionError>,
+    ) -> Result<T, redb::Error> {
+        let begun = begin(&*self.get()?);
+        // The handle is dropped by now: a file database may be open only once.
         match begun {
             Err(redb::TransactionError::Storage(redb::StorageError::PreviousIo)) => {
                 self.failed();
-                Ok(self.get()?.begin_read()?)
+                Ok(begin(&*self.get()?)?)
             }
             begun => Ok(begun?),
         }
