@@ -254,8 +254,6 @@ pub(crate) struct ContractState {
 /// Decoded member keys of one genesis.
 pub(crate) type MemberKeys = Arc<BTreeMap<MemberId, PublicKey>>;
 
-/// Every member's key of `genesis`, decoded (the costly part of opening a replica: a
-/// decompression per member).
 /// Every member's key of `genesis`, decoded; why the genesis is invalid if one is unusable
 /// (does not decode, small order, non-canonical).
 pub(crate) fn checked_member_keys(genesis: &Genesis) -> Result<MemberKeys, String> {
@@ -275,6 +273,8 @@ pub(crate) fn checked_member_keys(genesis: &Genesis) -> Result<MemberKeys, Strin
     Ok(Arc::new(keys))
 }
 
+/// Every member's key of `genesis`, decoded or why not (the costly part of opening a replica: a
+/// decompression per member).
 pub(crate) fn decode_member_keys(
     genesis: &Genesis,
 ) -> Vec<(MemberId, Result<PublicKey, crate::signature::KeyError>)> {
