@@ -34,6 +34,7 @@ mod error;
 mod limits;
 mod log_store;
 mod member;
+mod pool;
 mod replica;
 mod signature;
 mod snapshot;

@@ -7,9 +7,11 @@
 //! leaves, following the `Ready` order in raft-rs's documentation.
 //!
 //! Batching: submitted transactions wait in a bounded pool. When the pool holds a full block (by
-//! count or by encoded bytes, see the `limits` module) or its oldest transaction has waited a
-//! block interval, the replica batch-verifies the signatures, drops what fails, and proposes the
-//! rest as one Raft entry (followers' proposals are forwarded to the leader by raft-rs).
+//! count or by encoded bytes, see the `limits` module), when its oldest transaction has waited a
+//! block interval, or (on the leader) when no block is in flight, the replica batch-verifies the
+//! signatures, drops what fails, and proposes the rest as one Raft entry. A follower's proposal
+//! travels to the leader as a Raft forward, and the leader pools its transactions with its own
+//! (group commit): what many members submit at once shares blocks.
 //!
 //! Order: transactions are proposed in submission order, so a member's nonces reach the chain
 //! in the order it signed them. A follower keeps at most one forwarded batch outstanding (the
@@ -50,6 +52,7 @@ use crate::limits::{
 };
 use crate::log_store::LogStore;
 use crate::member::Genesis;
+use crate::pool::{Pool, Pooled};
 use crate::snapshot::{self, Body, Descriptor, Download, Holds, Progress};
 use crate::store::{HardStateRecord, RedbStore, SnapshotWrite, StoredReplica, WriteBatch};
 use crate::tx::{Transaction, TxId};
@@ -187,13 +190,6 @@ struct Staged {
     contract: ContractState,
 }
 
-/// A transaction waiting for a block, with its encoded size.
-struct Pooled {
-    id: TxId,
-    tx: Transaction,
-    size_bytes: usize,
-}
-
 /// One ledger replica. See the module documentation.
 pub struct Replica {
     config: ReplicaConfig,
@@ -202,11 +198,8 @@ pub struct Replica {
     store: RedbStore,
     state: State,
     now_ms: u64,
-    /// Submitted, not yet proposed.
-    pool: VecDeque<Pooled>,
-    /// Encoded bytes of the transactions in `pool`.
-    pool_bytes: usize,
-    oldest_pooled_ms: Option<u64>,
+    /// Submitted (or, on the leader, forwarded), not yet proposed.
+    pool: Pool,
     /// Proposed, not yet seen in a block: when, and the transaction for a retry. Being here also
     /// means this replica verified the signature when proposing, so applying skips it. (Only
     /// looked up, never iterated: the order lives in `proposal_order`. A fixed-key hasher, not
@@ -280,9 +273,7 @@ impl Replica {
             store,
             state,
             now_ms: 0,
-            pool: VecDeque::new(),
-            pool_bytes: 0,
-            oldest_pooled_ms: None,
+            pool: Pool::default(),
             proposed: HashMap::default(),
             proposal_order: VecDeque::new(),
             unapplied: VecDeque::new(),
@@ -374,10 +365,13 @@ impl Replica {
             Envelope::Raft(raft) => {
                 let message = Message::try_from(*raft)?;
                 check_entries(&message)?;
-                if message.get_msg_type() == MessageType::MsgSnapshot {
-                    return self.receive_snapshot(message);
+                match message.get_msg_type() {
+                    MessageType::MsgSnapshot => return self.receive_snapshot(message),
+                    MessageType::MsgPropose if self.is_leader() => {
+                        return self.pool_forwarded(&message);
+                    }
+                    _ => self.node.step(message)?,
                 }
-                self.node.step(message)?;
             }
             Envelope::Transfer { from, transfer, .. } => self.handle_transfer(from, transfer)?,
         }
@@ -405,14 +399,14 @@ impl Replica {
             .precheck(&tx, true)
             .map_err(SubmitError::Rejected)?;
         let id = TxId::of_encoding(&encoded);
-        self.pool_bytes += size_bytes;
-        self.pool.push_back(Pooled { id, tx, size_bytes });
-        self.oldest_pooled_ms.get_or_insert(self.now_ms);
+        self.pool
+            .push_back(Pooled { id, tx, size_bytes }, self.now_ms);
         self.propose_due(false);
         Ok(id)
     }
 
-    /// Proposes whatever is pooled now, without waiting for the block interval.
+    /// Proposes whatever is pooled without waiting for the block interval: now on a follower;
+    /// on the leader as soon as the block in flight (if any) commits (see `propose_due`).
     pub fn flush(&mut self) {
         self.propose_due(true);
     }
@@ -424,7 +418,14 @@ impl Replica {
         // Each round consumes one Ready; raft-rs produces a bounded number per input.
         for _ in 0..64 {
             if !self.node.has_ready() {
-                break;
+                // A leader whose block just committed proposes what pooled meanwhile, and sends
+                // it in this poll.
+                if self.is_leader() && !self.pool.is_empty() {
+                    self.propose_due(false);
+                }
+                if !self.node.has_ready() {
+                    break;
+                }
             }
             self.handle_ready()?;
         }
@@ -593,14 +594,24 @@ impl Replica {
         verdicts
     }
 
+    /// Proposes the pool as blocks when one is due: a full block at once; otherwise on a
+    /// follower when forced or after a block interval, and on the leader as soon as its log
+    /// holds nothing uncommitted (or after a block interval). The leader thus commits in
+    /// groups: while one block is in flight the next one fills, so concurrent submissions share
+    /// a block at any load without waiting out a timer when the ledger is idle.
     fn propose_due(&mut self, force: bool) {
         self.watch_role();
-        let Some(oldest) = self.oldest_pooled_ms else {
+        let Some(oldest) = self.pool.oldest_ms() else {
             return;
         };
         let waited = self.now_ms.saturating_sub(oldest) >= self.config.block_interval_ms;
+        let now = if self.is_leader() {
+            !self.log_holds_uncommitted()
+        } else {
+            force
+        };
         // Without a known leader a proposal would be dropped; keep pooling until one appears.
-        if !(self.pool_holds_full_block() || waited || force) || self.leader().is_none() {
+        if !(self.pool_holds_full_block() || waited || now) || self.leader().is_none() {
             return;
         }
         if self.forward_outstanding() {
@@ -608,8 +619,7 @@ impl Replica {
         }
         while !self.pool.is_empty() {
             let take = self.next_block_len();
-            let batch: Vec<Pooled> = self.pool.drain(..take).collect();
-            self.pool_bytes -= batch.iter().map(|p| p.size_bytes).sum::<usize>();
+            let batch = self.pool.take_front(take);
             if !self.propose_batch(batch) {
                 break;
             }
@@ -620,7 +630,46 @@ impl Replica {
                 break;
             }
         }
-        self.oldest_pooled_ms = (!self.pool.is_empty()).then_some(self.now_ms);
+        self.pool.restart_wait(self.now_ms);
+    }
+
+    /// Whether the leader's log holds entries that have not committed yet (a block in flight).
+    fn log_holds_uncommitted(&self) -> bool {
+        self.node.raft.raft_log.last_index() > self.node.raft.raft_log.committed
+    }
+
+    /// The leader pools the transactions of a follower's forward instead of appending the forward
+    /// as an entry of its own, so that what many members submit at once shares blocks (an
+    /// audit's releases from hundreds of holders made as many blocks, each a durable write at
+    /// every replica). The follower ran the cheap checks; the leader does not repeat them, so
+    /// a transaction the state has since made stale still reaches a block and its sender learns
+    /// the rejection there. One already pooled or proposed here, or that finds the pool full, is
+    /// dropped: its follower proposes it again after `retry_after_ms` if it never commits.
+    fn pool_forwarded(&mut self, message: &Message) -> Result<(), Error> {
+        // `check_entries` let through only a forward of exactly one normal entry.
+        let Some(entry) = message.get_entries().first() else {
+            return Ok(());
+        };
+        let proposal =
+            postcard::from_bytes::<Proposal>(&entry.data).map_err(|error| Error::BadMessage {
+                reason: format!("a forwarded proposal that does not decode: {error}"),
+            })?;
+        for tx in proposal.txs {
+            let encoded = tx.encode();
+            let id = TxId::of_encoding(&encoded);
+            let size_bytes = encoded.len();
+            if self.pool.contains(&id)
+                || self.proposed.contains_key(&id)
+                || size_bytes > self.config.max_tx_bytes
+                || self.pending_len() >= self.config.max_pending_txs
+            {
+                continue;
+            }
+            self.pool
+                .push_back(Pooled { id, tx, size_bytes }, self.now_ms);
+        }
+        self.propose_due(false);
+        Ok(())
     }
 
     /// A follower forwards one batch at a time: forwarded proposals may arrive (or be lost and
@@ -632,7 +681,7 @@ impl Replica {
     /// Whether the pool holds a block's worth of transactions, by count or by bytes.
     fn pool_holds_full_block(&self) -> bool {
         self.pool.len() >= self.config.max_txs_per_block
-            || self.pool_bytes + PROPOSAL_HEADER_BYTES >= self.config.max_block_bytes
+            || self.pool.bytes() + PROPOSAL_HEADER_BYTES >= self.config.max_block_bytes
     }
 
     /// How many transactions from the front of the pool make the next block: as many as fit by
@@ -679,10 +728,7 @@ impl Replica {
             "block over its byte limit"
         );
         if self.node.propose(vec![], data).is_err() {
-            for pooled in admitted.into_iter().rev() {
-                self.pool_bytes += pooled.size_bytes;
-                self.pool.push_front(pooled);
-            }
+            self.pool.push_front_all(admitted, self.now_ms);
             return false;
         }
         for pooled in admitted {
@@ -742,14 +788,7 @@ impl Replica {
                 requeued.push(pooled);
             }
         }
-        if requeued.is_empty() {
-            return;
-        }
-        for pooled in requeued.into_iter().rev() {
-            self.pool_bytes += pooled.size_bytes;
-            self.pool.push_front(pooled);
-        }
-        self.oldest_pooled_ms = Some(self.now_ms);
+        self.pool.push_front_all(requeued, self.now_ms);
     }
 
     /// Converts an outgoing Raft message; notes when a snapshot is offered, so a transfer that
@@ -1021,19 +1060,7 @@ impl Replica {
             }
             keep
         });
-        let mut dropped_bytes = 0;
-        self.pool.retain(|pooled| {
-            let keep = !used(&pooled.tx);
-            if !keep {
-                superseded.push(pooled.id);
-                dropped_bytes += pooled.size_bytes;
-            }
-            keep
-        });
-        self.pool_bytes -= dropped_bytes;
-        if self.pool.is_empty() {
-            self.oldest_pooled_ms = None;
-        }
+        superseded.extend(self.pool.retain(|pooled| !used(&pooled.tx)));
         superseded.sort_unstable();
         self.pending_effects.superseded.extend(superseded);
     }

@@ -295,3 +295,69 @@ fn a_follower_elected_with_a_forward_outstanding_keeps_its_nonces_in_order() {
         assert_eq!(first_result, Some(TxResult::Applied), "tx {id}");
     }
 }
+
+#[test]
+fn submissions_at_many_members_at_once_share_blocks() {
+    // 5 voters and 4 learners; every participant but the leader submits in the same tick.
+    let mut cluster = Cluster::new(9, 5, SEED);
+    let leader = cluster.elect();
+    let file = register_file(&mut cluster, leader, 1, &[2, 3, 4], 2).file_id;
+    let height = cluster.replica(leader).state().height();
+    let submitters: Vec<u64> = (1..9).filter(|id| *id != leader).collect();
+    let ids: Vec<_> = submitters
+        .iter()
+        .map(|&id| {
+            let body = Body::ShareComplaint {
+                file,
+                reason: format!("from {id}"),
+            };
+            let tx = cluster.sign(id, body);
+            cluster.replica_mut(id).submit(tx).unwrap()
+        })
+        .collect();
+    cluster.run_until(200, |c| {
+        ids.iter().all(|id| c.acknowledged.contains_key(id))
+    });
+    // The leader pools forwards while a block is in flight: the first forward goes out alone,
+    // the others together (one block per forward before).
+    let blocks = cluster.replica(leader).state().height() - height;
+    assert!(blocks <= 2, "{} forwards made {blocks} blocks", ids.len());
+    cluster.run_until_all_reach(100, height + blocks);
+    cluster.assert_agree();
+}
+
+#[test]
+fn a_forward_of_a_transaction_the_leader_holds_is_ordered_once() {
+    let mut cluster = Cluster::new(6, 5, SEED);
+    let leader = cluster.elect();
+    let file = register_file(&mut cluster, leader, 1, &[2, 3, 4], 2).file_id;
+    // The leader's proposal stays in flight while the other voters cannot hear it...
+    for voter in 1..=5 {
+        if voter != leader {
+            cluster.cut(leader, voter);
+        }
+    }
+    let auditor = 6;
+    let tx = request(&mut cluster, auditor, file, 0);
+    let id = cluster.replica_mut(leader).submit(tx.clone()).unwrap();
+    // ...and the learner that submits the same transaction forwards it to the leader meanwhile
+    // (within a few ticks, before any voter's election timeout).
+    cluster.replica_mut(auditor).submit(tx).unwrap();
+    for _ in 0..4 {
+        cluster.tick();
+    }
+    assert!(cluster.replica(leader).is_leader());
+    cluster.recover();
+    cluster.run_until(200, |c| c.acknowledged.contains_key(&id));
+    for _ in 0..20 {
+        cluster.tick();
+    }
+    let copies = cluster
+        .chain(leader)
+        .iter()
+        .flat_map(|block| &block.txs)
+        .filter(|tx| tx.id() == id)
+        .count();
+    assert_eq!(copies, 1, "the forwarded copy was ordered again");
+    assert_eq!(cluster.result_of(&id), TxResult::Applied);
+}

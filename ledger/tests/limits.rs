@@ -91,6 +91,7 @@ fn a_far_behind_replica_catches_up_from_a_large_state_in_pieces() {
     let leader = cluster.elect();
     let behind = if leader == 1 { 2 } else { 1 };
     let file = register_file(&mut cluster, leader, 1, &[1, 2], 1).file_id;
+    let first_missed = cluster.replica(behind).state().height() + 1;
     cluster.isolate(behind);
     // The auditor (member 3) files access requests whose reasons fill whole transactions; each
     // stays in the contract state.
@@ -109,7 +110,14 @@ fn a_far_behind_replica_catches_up_from_a_large_state_in_pieces() {
     let target = cluster.replica(leader).state().height();
     cluster.run_until(2_000, |c| c.replica(behind).state().height() >= target);
     // It caught up from a snapshot (the blocks before it were never sent), in bounded pieces.
-    assert!(cluster.replica(behind).store().block(2).unwrap().is_none());
+    assert!(
+        cluster
+            .replica(behind)
+            .store()
+            .block(first_missed)
+            .unwrap()
+            .is_none()
+    );
     assert!(cluster.replica(behind).snapshot_body_bytes() >= STATE_BYTES_MIN);
     assert!(cluster.sent_by_kind["snapshot-piece"] >= 100);
     assert!(cluster.max_message_bytes <= MAX_MESSAGE_BYTES);
@@ -175,6 +183,7 @@ fn a_forward_settled_while_away_is_reported_superseded_not_proposed_again() {
     let leader = cluster.elect();
     let via = if leader == 1 { 2 } else { 1 };
     let file = register_file(&mut cluster, leader, 1, &[1, 2], 1).file_id;
+    let first_missed = cluster.replica(via).state().height() + 1;
     // `via` forwards a batch; the leader commits it, but nothing reaches `via` any more.
     cluster.drop(leader, via, 100);
     let forwarded: Vec<_> = (0..5)
@@ -208,7 +217,12 @@ fn a_forward_settled_while_away_is_reported_superseded_not_proposed_again() {
     let target = cluster.replica(leader).state().height();
     cluster.run_until(1_000, |c| c.replica(via).state().height() >= target);
     assert!(
-        cluster.replica(via).store().block(2).unwrap().is_none(),
+        cluster
+            .replica(via)
+            .store()
+            .block(first_missed)
+            .unwrap()
+            .is_none(),
         "caught up by snapshot"
     );
     for id in &forwarded {
