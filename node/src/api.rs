@@ -14,6 +14,10 @@
 //! - `GET /v1/status` → [`crate::Status`]
 //! - `GET /v1/file/{file_id}` → [`FileView`]
 //! - `GET /v1/chain/verify` → [`crate::ChainReport`]
+//! - `POST /v1/ledger/txs` — body: a postcard `Vec<ledger::Transaction>` signed elsewhere (up to
+//!   [`MAX_TX_BATCH_BYTES`]) → [`TxBatchAnswer`] once each is applied or refused (for load
+//!   generators: `blocktorrent bench ledger`)
+//! - `GET /v1/ledger/nonces` → [`Nonces`]
 //! - `POST /v1/shutdown` — stops the node
 //! - `GET /metrics` — Prometheus text
 
@@ -91,6 +95,36 @@ pub struct FileView {
     pub shares_deposited: bool,
     /// Holders that complained about their share.
     pub complaints: Vec<String>,
+}
+
+/// Largest body `POST /v1/ledger/txs` accepts.
+pub const MAX_TX_BATCH_BYTES: usize = 16 << 20;
+/// The longest `POST /v1/ledger/txs` waits for its transactions to apply.
+const TX_BATCH_TIMEOUT: Duration = Duration::from_secs(60);
+
+/// What became of one transaction of a `POST /v1/ledger/txs` batch.
+#[derive(Clone, Debug, Serialize, Deserialize)]
+pub struct TxOutcome {
+    /// The block that holds it; absent if it was refused before ordering.
+    pub height: Option<u64>,
+    /// Whether the contracts applied it.
+    pub applied: bool,
+    /// Why it was refused or rejected.
+    pub error: Option<String>,
+}
+
+/// Answer of `POST /v1/ledger/txs`: one outcome per transaction, in order.
+#[derive(Clone, Debug, Serialize, Deserialize)]
+pub struct TxBatchAnswer {
+    /// The outcomes.
+    pub outcomes: Vec<TxOutcome>,
+}
+
+/// Answer of `GET /v1/ledger/nonces`: the last nonce each member used, by name.
+#[derive(Clone, Debug, Serialize, Deserialize)]
+pub struct Nonces {
+    /// Member name → last nonce applied (0 if none).
+    pub nonces: std::collections::BTreeMap<String, u64>,
 }
 
 /// Error bodies.
@@ -230,6 +264,7 @@ pub fn router<T: Transport>(node: Arc<Node<T>>, token: String, shutdown: Arc<Not
         .route("/v1/status", get(status::<T>))
         .route("/v1/file/{file_id}", get(file::<T>))
         .route("/v1/chain/verify", get(verify::<T>))
+        .route("/v1/ledger/nonces", get(nonces::<T>))
         .route("/v1/shutdown", post(shutdown_node::<T>))
         .route("/metrics", get(metrics::<T>))
         .layer(DefaultBodyLimit::max(MAX_JSON_BYTES))
@@ -238,7 +273,64 @@ pub fn router<T: Transport>(node: Arc<Node<T>>, token: String, shutdown: Arc<Not
             "/v1/store",
             post(store::<T>).layer(DefaultBodyLimit::disable()),
         )
+        .route(
+            "/v1/ledger/txs",
+            post(submit_txs::<T>).layer(DefaultBodyLimit::max(MAX_TX_BATCH_BYTES)),
+        )
         .with_state(state)
+}
+
+async fn submit_txs<T: Transport>(
+    State(state): Api<T>,
+    headers: HeaderMap,
+    body: Bytes,
+) -> Result<Json<TxBatchAnswer>, ApiError> {
+    authorize(&state, &headers)?;
+    let txs: Vec<ledger::Transaction> = postcard::from_bytes(&body).map_err(|error| {
+        ApiError(
+            StatusCode::BAD_REQUEST,
+            format!("the body is not a postcard list of transactions: {error}"),
+        )
+    })?;
+    let outcomes = tokio::time::timeout(TX_BATCH_TIMEOUT, state.node.submit_signed(txs))
+        .await
+        .map_err(|_| {
+            ApiError(
+                StatusCode::GATEWAY_TIMEOUT,
+                format!(
+                    "the transactions were not all applied within {} s",
+                    TX_BATCH_TIMEOUT.as_secs()
+                ),
+            )
+        })??;
+    let outcomes = outcomes
+        .into_iter()
+        .map(|outcome| match outcome {
+            Ok(receipt) => TxOutcome {
+                height: Some(receipt.height),
+                applied: receipt.result == ledger::TxResult::Applied,
+                error: match receipt.result {
+                    ledger::TxResult::Applied => None,
+                    ledger::TxResult::Rejected(rejection) => Some(rejection.to_string()),
+                },
+            },
+            Err(error) => TxOutcome {
+                height: None,
+                applied: false,
+                error: Some(error.to_string()),
+            },
+        })
+        .collect();
+    Ok(Json(TxBatchAnswer { outcomes }))
+}
+
+async fn nonces<T: Transport>(
+    State(state): Api<T>,
+    headers: HeaderMap,
+) -> Result<Json<Nonces>, ApiError> {
+    authorize(&state, &headers)?;
+    let nonces = state.node.nonces().await?;
+    Ok(Json(Nonces { nonces }))
 }
 
 async fn store<T: Transport>(

@@ -145,6 +145,38 @@ pub(crate) enum Command {
         #[command(subcommand)]
         action: ChainAction,
     },
+    /// Benchmarks against a running cluster (`init` + `cluster up`).
+    Bench {
+        #[command(subcommand)]
+        action: BenchAction,
+    },
+}
+
+#[derive(Subcommand, Debug)]
+pub(crate) enum BenchAction {
+    /// Caliper-style open-loop ledger load: the master tables and share deposits of small files,
+    /// signed by every participant (keys from DIR) before the clock starts, sent at each fixed
+    /// rate in turn; latency runs from each transaction's scheduled send to its acknowledgement
+    /// (committed and applied, read back from the node).
+    Ledger {
+        /// The directory `init` wrote; its members must be running.
+        #[arg(long)]
+        dir: PathBuf,
+        /// Send rates in transactions per second, one round each, e.g. 50,100,350.
+        #[arg(long, value_delimiter = ',', required = true)]
+        rates: Vec<u32>,
+        /// Seconds each round sends for.
+        #[arg(long)]
+        duration: f64,
+        /// Print one JSON object: {members, rounds: [{name, send_rate_tps, succ, fail,
+        /// throughput_tps, latency_s: {min, avg, p50, p99, max}}]}.
+        #[arg(long)]
+        json: bool,
+        /// Also write report.json, throughput.svg, latency.svg and report.html into this
+        /// directory.
+        #[arg(long)]
+        report: Option<PathBuf>,
+    },
 }
 
 #[derive(Subcommand, Debug)]
@@ -308,6 +340,21 @@ pub(crate) fn dispatch(cli: Cli) -> anyhow::Result<()> {
             ClusterAction::Up { dir, json } => crate::cluster::up(&dir, json),
             ClusterAction::Down { dir, json } => crate::cluster::down(&dir, json),
             ClusterAction::Status { dir, json } => crate::cluster::status(&dir, json),
+        },
+        Command::Bench { action } => match action {
+            BenchAction::Ledger {
+                dir,
+                rates,
+                duration,
+                json,
+                report,
+            } => crate::bench::ledger(&crate::bench::LedgerBench {
+                dir,
+                rates,
+                duration_s: duration,
+                json,
+                report,
+            }),
         },
         Command::Store { config, path, json } => store(&config, &path, json),
         Command::Request {

@@ -139,6 +139,19 @@ impl Client {
         self.finish(response)
     }
 
+    /// Posts `body` as `application/octet-stream` and parses the JSON answer.
+    pub(crate) fn post_bytes<T: DeserializeOwned>(
+        &self,
+        path: &str,
+        body: Vec<u8>,
+    ) -> anyhow::Result<T> {
+        let response = self
+            .post(path)
+            .header("Content-Type", "application/octet-stream")
+            .send(&body[..]);
+        self.finish(response)
+    }
+
     /// Posts `len` bytes read from `body` and opens the framed answer.
     pub(crate) fn post_stream(
         &self,

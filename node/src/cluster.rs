@@ -43,6 +43,14 @@ fn members(dir: &Path) -> anyhow::Result<Vec<PathBuf>> {
     Ok(members.into_iter().map(|(_, path)| path).collect())
 }
 
+/// The `node.toml` of every member of DIR, in member order.
+pub(crate) fn member_configs(dir: &Path) -> anyhow::Result<Vec<PathBuf>> {
+    Ok(members(dir)?
+        .into_iter()
+        .map(|member| member.join("node.toml"))
+        .collect())
+}
+
 fn read_pid(member: &Path) -> Option<u32> {
     std::fs::read_to_string(member.join("node.pid"))
         .ok()?

@@ -135,9 +135,19 @@ async fn refuse_while_down<T>(
             _ = stopped.changed() => return false,
             () = tokio::time::sleep_until(deadline) => return true,
             Some(command) = commands.recv() => {
-                if let Command::Submit { reply, .. } = command {
-                    let reason = shared.ledger_error().unwrap_or_default();
-                    let _ = reply.send(Err(Error::LedgerDown { reason }));
+                let reason = shared.ledger_error().unwrap_or_default();
+                match command {
+                    Command::Submit { reply, .. } => {
+                        let _ = reply.send(Err(Error::LedgerDown { reason }));
+                    }
+                    Command::SubmitSigned { txs, reply } => {
+                        let refused = txs
+                            .iter()
+                            .map(|_| Err(Error::LedgerDown { reason: reason.clone() }))
+                            .collect();
+                        let _ = reply.send(refused);
+                    }
+                    Command::Query(_) => {}
                 }
             }
             Some(_) = messages.recv() => {}
@@ -190,6 +200,19 @@ async fn serve_ledger<T: Transport>(
                             let _ = reply.send(Err(error.into()));
                         }
                     }
+                }
+                Command::SubmitSigned { txs, reply } => {
+                    let admissions = txs
+                        .into_iter()
+                        .map(|tx| {
+                            let id = replica.submit(tx)?;
+                            let (sender, receiver) = oneshot::channel();
+                            waiters.insert(id, sender);
+                            Ok(receiver)
+                        })
+                        .collect();
+                    replica.flush();
+                    let _ = reply.send(admissions);
                 }
                 Command::Query(query) => query(&replica),
             },

@@ -15,6 +15,7 @@
 //! plaintext to its caller ([`FetchEvent`], framed by [`frames`] on the admin API).
 
 pub mod api;
+pub mod caliper;
 mod compute;
 pub mod config;
 pub mod demo;
@@ -23,6 +24,7 @@ mod error;
 pub mod frames;
 mod holder;
 mod ledger_task;
+pub mod load;
 mod metrics;
 mod node;
 mod ops;

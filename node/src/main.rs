@@ -3,6 +3,7 @@
 //! Every command prints one clear sentence to stderr on failure and exits 1 (2 for usage
 //! errors); `--json` prints one JSON object on stdout.
 
+mod bench;
 mod cli;
 mod client;
 mod cluster;

@@ -303,6 +303,44 @@ impl<T: Transport> Node<T> {
         receipts.pop().ok_or(Error::Stopped)
     }
 
+    /// Submits transactions signed elsewhere — a load generator holding the members' keys — in
+    /// their order, and waits until each is applied here (whatever its result) or refused: one
+    /// outcome per transaction. A member's nonces must arrive in order: a caller keeps one batch
+    /// per sender in flight.
+    pub async fn submit_signed(
+        &self,
+        txs: Vec<ledger::Transaction>,
+    ) -> Result<Vec<Result<crate::Receipt, Error>>, Error> {
+        let admissions = self.shared.submit_signed(txs).await?;
+        let mut outcomes = Vec::with_capacity(admissions.len());
+        for admission in admissions {
+            outcomes.push(match admission {
+                Ok(receipt) => receipt.await.unwrap_or(Err(Error::Stopped)),
+                Err(error) => Err(error),
+            });
+        }
+        Ok(outcomes)
+    }
+
+    /// The last nonce each member used, as this replica has applied them, by member name.
+    pub async fn nonces(&self) -> Result<std::collections::BTreeMap<String, u64>, Error> {
+        let members: Vec<(String, ledger::MemberId)> = self
+            .shared
+            .consortium
+            .members
+            .iter()
+            .map(|member| (member.name.clone(), member.id))
+            .collect();
+        self.shared
+            .query(move |replica| {
+                members
+                    .into_iter()
+                    .map(|(name, id)| (name, replica.state().nonce(&id)))
+                    .collect()
+            })
+            .await
+    }
+
     /// The height and head of this replica's applied chain (no network traffic, unlike
     /// [`Self::status`]).
     pub async fn head(&self) -> Result<(u64, ledger::BlockHash), Error> {

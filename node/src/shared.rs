@@ -8,7 +8,7 @@ use std::time::Duration;
 
 use ed25519_dalek::SigningKey;
 use keyshare::{SealContext, SealPurpose, SealingSecretKey};
-use ledger::{Block, Body, FileRecord, MemberId, Replica, RequestId, TxId, TxResult};
+use ledger::{Block, Body, FileRecord, MemberId, Replica, RequestId, Transaction, TxId, TxResult};
 use overlay::wire::{Request, Response};
 use overlay::{PeerId, Transport};
 use rand::rngs::StdRng;
@@ -49,8 +49,18 @@ pub(crate) enum Command {
         body: Body,
         reply: oneshot::Sender<Result<Receipt, Error>>,
     },
+    /// Transactions signed elsewhere (a load generator holding members' keys), submitted in
+    /// order; the reply holds, per transaction, the refusal or a receiver for its receipt.
+    SubmitSigned {
+        txs: Vec<Transaction>,
+        reply: oneshot::Sender<Vec<Admission>>,
+    },
     Query(Query),
 }
+
+/// What submitting one signed transaction came to: refused at once, or a receiver that resolves
+/// when its block is applied here.
+pub(crate) type Admission = Result<oneshot::Receiver<Result<Receipt, Error>>, Error>;
 
 /// State shared by a node's tasks and its handle.
 pub(crate) struct Shared<T> {
@@ -111,16 +121,20 @@ impl<T> Shared<T> {
         let query: Query = Box::new(move |replica| {
             let _ = reply.send(f(replica));
         });
-        let down = || match self.ledger_error() {
-            Some(reason) => Error::LedgerDown { reason },
-            None => Error::Stopped,
-        };
         self.commands
             .send(Command::Query(query))
             .await
             .map_err(|_| Error::Stopped)?;
         // A query the ledger task dropped because the replica failed says why.
-        answer.await.map_err(|_| down())
+        answer.await.map_err(|_| self.down())
+    }
+
+    /// Why the ledger task dropped a command: the replica failed, or the node stopped.
+    fn down(&self) -> Error {
+        match self.ledger_error() {
+            Some(reason) => Error::LedgerDown { reason },
+            None => Error::Stopped,
+        }
     }
 
     /// Signs and submits `body`; the receiver resolves when its block is applied here.
@@ -135,6 +149,19 @@ impl<T> Shared<T> {
             .await
             .map_err(|_| Error::Stopped)?;
         Ok(answer)
+    }
+
+    /// Submits transactions signed elsewhere, in order; see [`Command::SubmitSigned`].
+    pub(crate) async fn submit_signed(
+        &self,
+        txs: Vec<Transaction>,
+    ) -> Result<Vec<Admission>, Error> {
+        let (reply, answer) = oneshot::channel();
+        self.commands
+            .send(Command::SubmitSigned { txs, reply })
+            .await
+            .map_err(|_| Error::Stopped)?;
+        answer.await.map_err(|_| self.down())
     }
 
     /// Submits `bodies` in order and waits until each is applied, whatever its result. They are

@@ -27,11 +27,6 @@ pub enum SimError {
         source: std::io::Error,
     },
     /// Drawing a plot failed.
-    #[error("drawing {what}: {reason}")]
-    Plot {
-        /// The plot.
-        what: String,
-        /// Why.
-        reason: String,
-    },
+    #[error(transparent)]
+    Plot(#[from] node::caliper::PlotError),
 }

@@ -36,9 +36,10 @@ pub use report::Report;
 
 use crate::check::{Check, acknowledged_on_chain, chains_agree, counted, read_chains};
 use crate::net::SimNetwork;
-use crate::report::{Files, Latency, Round};
+use crate::report::Files;
 use crate::workload::{Acknowledged, StoredFile, TableFactory, run_round, store_files};
 use crate::world::World;
+use node::caliper::{Latency, Round};
 
 /// Virtual seconds allowed for the first leader.
 const LEADER_BOUND: Duration = Duration::from_secs(30);
@@ -390,7 +391,13 @@ async fn simulate(config: &SimConfig, progress: &mut dyn FnMut(&str)) -> Result<
         members: config.members,
         duration_s: config.duration_secs,
         faults: config.faults.to_string(),
-        rounds: rounds.iter().map(Round::of).collect(),
+        rounds: rounds
+            .iter()
+            .map(|r| {
+                let name = format!("register-file@{}", r.rate_tps);
+                Round::of(name, r.rate_tps, r.seconds, &r.outcomes, r.span_s)
+            })
+            .collect(),
         files,
         faults_injected,
         network,

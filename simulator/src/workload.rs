@@ -7,10 +7,10 @@ use std::collections::BTreeMap;
 use std::sync::{Arc, Mutex, PoisonError};
 use std::time::Duration;
 
-use keyshare::{ChunkHash, FileId, FileSecret, split};
-use ledger::{Body, MasterTable, TxId, TxResult};
+use keyshare::{ChunkHash, FileId};
+use ledger::{Body, TxId, TxResult};
 use node::config::Consortium;
-use overlay::PeerId;
+use node::load::SmallFiles;
 use rand::rngs::StdRng;
 use rand::{Rng, RngExt, SeedableRng};
 use tokio::time::Instant;
@@ -26,13 +26,7 @@ const TX_TIMEOUT: Duration = Duration::from_secs(30);
 const STORE_TIMEOUT: Duration = Duration::from_secs(120);
 
 /// One transaction's fate.
-#[derive(Clone, Copy, Debug)]
-pub struct TxOutcome {
-    /// Seconds from its scheduled send to its acknowledgement (committed and applied).
-    pub latency_s: f64,
-    /// Applied (not failed, rejected or timed out).
-    pub ok: bool,
-}
+pub use node::caliper::Outcome as TxOutcome;
 
 /// One round of the send-rate sweep.
 #[derive(Clone, Debug)]
@@ -67,12 +61,10 @@ fn pick_participant(directory: &Directory, rng: &mut StdRng) -> Option<(usize, A
 }
 
 /// Builds the paper's kind of ledger transaction: a small file's master table, registered by
-/// `owner` (one chunk, its owners and the share commitments), each with a fresh file id. The
-/// commitments of each owner are computed once: the contracts check their form, not a secret
-/// nobody will recover.
+/// `owner`, each with a fresh file id ([`node::load::SmallFiles`], one per owner).
 pub struct TableFactory {
     consortium: Consortium,
-    commitments: BTreeMap<usize, keyshare::Commitments>,
+    owners: BTreeMap<usize, SmallFiles>,
     rng: StdRng,
 }
 
@@ -81,7 +73,7 @@ impl TableFactory {
     pub fn new(consortium: Consortium, seed: u64) -> Self {
         Self {
             consortium,
-            commitments: BTreeMap::new(),
+            owners: BTreeMap::new(),
             rng: StdRng::seed_from_u64(seed),
         }
     }
@@ -89,48 +81,18 @@ impl TableFactory {
     /// The next table registered by member `owner` (`None` if the consortium's threshold does
     /// not fit its holders, which its validation rules out).
     pub fn next(&mut self, owner: usize, now_ms: u64) -> Option<Body> {
-        let consortium = &self.consortium;
-        let me = consortium.members[owner].id;
-        let holders = consortium.holders_of(&me);
-        let rng = &mut self.rng;
-        let commitments = match self.commitments.get(&owner) {
-            Some(commitments) => commitments.clone(),
-            None => {
-                let secret = FileSecret::random(rng);
-                let (_, commitments) =
-                    split(&secret, consortium.threshold, holders.len() as u32, rng).ok()?;
-                self.commitments.insert(owner, commitments.clone());
-                commitments
+        let files = match self.owners.entry(owner) {
+            std::collections::btree_map::Entry::Occupied(entry) => entry.into_mut(),
+            std::collections::btree_map::Entry::Vacant(entry) => {
+                let me = self.consortium.members.get(owner)?.id;
+                entry.insert(SmallFiles::new(&self.consortium, me, &mut self.rng).ok()?)
             }
         };
-        let mut nonce = [0u8; 16];
-        self.rng.fill_bytes(&mut nonce);
-        let file_id = FileId::derive(me.as_bytes(), &nonce, now_ms);
-        let mut chunk = [0u8; 32];
-        self.rng.fill_bytes(&mut chunk);
-        let peers: Vec<PeerId> = holders
-            .iter()
-            .map(|m| PeerId::from_bytes(*m.as_bytes()))
-            .collect();
-        let owners = overlay::place(
-            &file_id,
-            1,
-            &peers,
-            &PeerId::from_bytes(*me.as_bytes()),
-            consortium.replication as usize,
-        )
-        .ok()?;
-        Some(Body::RegisterFile(MasterTable {
-            file_id,
-            size_bytes: 1024,
-            chunk_size_bytes: consortium.chunk_size_bytes,
-            chunk_hashes: vec![ChunkHash::from_bytes(chunk)],
-            chunk_owners: node::chunk_owner_ids(&owners),
-            timestamp_ms: now_ms,
-            threshold: consortium.threshold,
-            holders,
-            commitments,
-        }))
+        let file = files.file_id(now_ms, &mut self.rng);
+        files
+            .table(file, now_ms, &mut self.rng)
+            .ok()
+            .map(Body::RegisterFile)
     }
 }
 
