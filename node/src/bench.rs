@@ -2,8 +2,9 @@
 //!
 //! The load is the paper's own kind of transaction: the master tables and share deposits of
 //! small files ([`node::load::SmallFiles`]), signed by every participant with the keys `init`
-//! wrote into DIR, all signed before the clock starts. Each participant's transactions go to its
-//! own node through `POST /v1/ledger/txs`, which answers once each is applied.
+//! wrote into DIR, all signed before the clock starts. Each participant's transactions go, over a
+//! connection of its own, to the Raft leader's node through `POST /v1/ledger/txs`, which
+//! answers once each is applied.
 //!
 //! Open loop, without coordinated omission: every transaction has a scheduled send time (the
 //! round's rate, spread over the participants) and its latency runs from that time to the
@@ -13,19 +14,19 @@
 
 #![allow(clippy::print_stdout, clippy::print_stderr)]
 
-use std::collections::BTreeMap;
-use std::io::IsTerminal;
 use std::path::{Path, PathBuf};
 use std::time::{Duration, Instant};
 
 use anyhow::{Context, anyhow};
 use ed25519_dalek::SigningKey;
 use ledger::{Body, Transaction};
+use node::Status;
 use node::api::{Nonces, TxBatchAnswer};
 use node::caliper::{self, Outcome, Round};
 use node::config::LoadedConfig;
 use node::load::SmallFiles;
 use rand::rngs::StdRng;
+use rand::{Rng, SeedableRng};
 use serde::Serialize;
 
 use crate::client::Client;
@@ -42,6 +43,8 @@ pub(crate) struct LedgerBench {
     pub(crate) duration_s: f64,
     pub(crate) json: bool,
     pub(crate) report: Option<PathBuf>,
+    /// Master tables only, no deposits: the ledger without the holders' share checks.
+    pub(crate) tables_only: bool,
 }
 
 /// One participant: its node's client, its key and its files.
@@ -85,7 +88,12 @@ pub(crate) fn ledger(options: &LedgerBench) -> anyhow::Result<()> {
     let participants = participants(&configs, &mut rng)?;
     let mut rounds = Vec::with_capacity(options.rates.len());
     for &rate in &options.rates {
-        let round = run_round(&participants, rate, options.duration_s, &mut rng)?;
+        let plan = RoundPlan {
+            rate,
+            seconds: options.duration_s,
+            tables_only: options.tables_only,
+        };
+        let round = run_round(&participants, &plan, &mut rng)?;
         if !options.json {
             eprintln!(
                 "{}: {} acknowledged, {} failed, {:.1} tx/s, p99 {:.3} s",
@@ -123,8 +131,30 @@ pub(crate) fn ledger(options: &LedgerBench) -> anyhow::Result<()> {
     Ok(())
 }
 
-/// The participants of the consortium in DIR, each with its key and a client of its node.
+/// The node the load goes to: the Raft leader's (as Caliper sends to Fabric's ordering
+/// gateway), so transactions are not forwarded; any other node would forward them.
+fn entry_node(configs: &[PathBuf]) -> anyhow::Result<PathBuf> {
+    let first = configs
+        .first()
+        .ok_or_else(|| anyhow!("the consortium has no members"))?;
+    let status: Status = Client::from_config(first, BATCH_TIMEOUT)?.get("/v1/status")?;
+    let leader = status
+        .leader
+        .ok_or_else(|| anyhow!("the cluster has no Raft leader yet; try again in a moment"))?;
+    for path in configs {
+        if LoadedConfig::load(path)?.config.name == leader {
+            return Ok(path.clone());
+        }
+    }
+    Err(anyhow!(
+        "the leader {leader} is not a member of this directory"
+    ))
+}
+
+/// The participants of the consortium in DIR, each with its key and a client of the node the
+/// load goes to (a connection of its own).
 fn participants(configs: &[PathBuf], rng: &mut StdRng) -> anyhow::Result<Vec<Participant>> {
+    let entry = entry_node(configs)?;
     let mut participants = Vec::new();
     for path in configs {
         let loaded = LoadedConfig::load(path)?;
@@ -136,7 +166,7 @@ fn participants(configs: &[PathBuf], rng: &mut StdRng) -> anyhow::Result<Vec<Par
             .with_context(|| format!("preparing {}'s files", loaded.config.name))?;
         participants.push(Participant {
             name: loaded.config.name.clone(),
-            client: Client::from_config(path, BATCH_TIMEOUT)?,
+            client: Client::from_config(&entry, BATCH_TIMEOUT)?,
             signing: keys.signing.clone(),
             files,
         });
@@ -154,67 +184,106 @@ struct Schedule {
 }
 
 /// Signs the round's transactions: files in turn across the participants, each file's master
-/// table and then its deposit, `rate` transactions a second for `seconds`.
+/// table and then its deposit, `rate` transactions a second for `seconds`. Each participant's
+/// share is signed on its own thread (sealing the deposits is most of the work).
 fn sign_round(
     participants: &[Participant],
-    nonces: &BTreeMap<String, u64>,
-    rate: u32,
-    seconds: f64,
+    nonces: &[u64],
+    round: &RoundPlan,
     rng: &mut StdRng,
 ) -> anyhow::Result<Vec<Schedule>> {
+    let RoundPlan {
+        rate,
+        seconds,
+        tables_only,
+    } = *round;
     let total = (f64::from(rate) * seconds).round().max(2.0) as u64;
     let files = total.div_ceil(2);
-    let progress = progress_bar(files, &format!("signing {total} transactions"));
-    let mut schedules: Vec<Schedule> = participants
-        .iter()
-        .map(|_| Schedule { txs: Vec::new() })
-        .collect();
-    let mut next_nonce: Vec<u64> = participants
-        .iter()
-        .map(|p| nonces.get(&p.name).copied().unwrap_or(0) + 1)
-        .collect();
+    let count = participants.len() as u64;
     let now_ms = std::time::SystemTime::now()
         .duration_since(std::time::UNIX_EPOCH)
         .map(|d| d.as_millis() as u64)
         .unwrap_or(0);
     let at = |k: u64| Duration::from_secs_f64(k as f64 / f64::from(rate));
-    for file_index in 0..files {
-        let who = (file_index % participants.len() as u64) as usize;
-        let participant = &participants[who];
-        let file = participant.files.file_id(now_ms + file_index, rng);
-        let table = participant.files.table(file, now_ms, rng)?;
-        let bodies = [
-            Body::RegisterFile(table),
-            participant.files.deposit(file, rng)?,
-        ];
-        for (offset, body) in bodies.into_iter().enumerate() {
-            let nonce = next_nonce[who];
-            next_nonce[who] += 1;
-            let tx = Transaction::sign(
-                &participant.signing,
-                participant.files.chain_id(),
-                nonce,
-                body,
-            );
-            schedules[who]
-                .txs
-                .push((at(2 * file_index + offset as u64), tx));
-        }
-        progress.inc(1);
-    }
-    progress.finish_and_clear();
-    Ok(schedules)
+    let seeds: Vec<u64> = participants.iter().map(|_| rng.next_u64()).collect();
+    std::thread::scope(|scope| {
+        let handles: Vec<_> = participants
+            .iter()
+            .zip(nonces)
+            .zip(seeds)
+            .enumerate()
+            .map(|(who, ((participant, last_nonce), seed))| {
+                scope.spawn(move || -> anyhow::Result<Schedule> {
+                    let mut rng = StdRng::seed_from_u64(seed);
+                    let mut nonce = last_nonce + 1;
+                    let mut txs = Vec::new();
+                    for file_index in (who as u64..files).step_by(count as usize) {
+                        let files = &participant.files;
+                        let file = files.file_id(now_ms + file_index, &mut rng);
+                        let second = if tables_only {
+                            let other = files.file_id(now_ms + file_index, &mut rng);
+                            Body::RegisterFile(files.table(other, now_ms, &mut rng)?)
+                        } else {
+                            files.deposit(file, &mut rng)?
+                        };
+                        let bodies = [
+                            Body::RegisterFile(files.table(file, now_ms, &mut rng)?),
+                            second,
+                        ];
+                        for (offset, body) in (0..).zip(bodies) {
+                            let tx = Transaction::sign(
+                                &participant.signing,
+                                files.chain_id(),
+                                nonce,
+                                body,
+                            );
+                            nonce += 1;
+                            txs.push((at(2 * file_index + offset), tx));
+                        }
+                    }
+                    Ok(Schedule { txs })
+                })
+            })
+            .collect();
+        handles
+            .into_iter()
+            .map(|handle| {
+                handle
+                    .join()
+                    .unwrap_or_else(|_| Err(anyhow!("a signing thread panicked")))
+            })
+            .collect()
+    })
 }
 
-/// Runs one round at `rate` and summarises it.
-fn run_round(
-    participants: &[Participant],
+/// What one round sends.
+#[derive(Clone, Copy)]
+struct RoundPlan {
     rate: u32,
     seconds: f64,
+    tables_only: bool,
+}
+
+/// Runs one round and summarises it.
+fn run_round(
+    participants: &[Participant],
+    round: &RoundPlan,
     rng: &mut StdRng,
 ) -> anyhow::Result<Round> {
-    let nonces: Nonces = participants[0].client.get("/v1/ledger/nonces")?;
-    let schedules = sign_round(participants, &nonces.nonces, rate, seconds, rng)?;
+    let RoundPlan { rate, seconds, .. } = *round;
+    // The entry node has applied every transaction it acknowledged.
+    let mut nonces = Vec::with_capacity(participants.len());
+    for participant in participants {
+        let known: Nonces = participant.client.get("/v1/ledger/nonces")?;
+        nonces.push(known.nonces.get(&participant.name).copied().unwrap_or(0));
+    }
+    let signing = Instant::now();
+    let schedules = sign_round(participants, &nonces, round, rng)?;
+    let signed: usize = schedules.iter().map(|s| s.txs.len()).sum();
+    eprintln!(
+        "{rate} tx/s: signed {signed} transactions in {:.1} s; sending for {seconds} s",
+        signing.elapsed().as_secs_f64()
+    );
     let start = Instant::now();
     let results: Vec<anyhow::Result<Vec<(Outcome, Duration)>>> = std::thread::scope(|scope| {
         let handles: Vec<_> = participants
@@ -241,8 +310,13 @@ fn run_round(
             outcomes.push(outcome);
         }
     }
+    let load = if round.tables_only {
+        "register"
+    } else {
+        "register+deposit"
+    };
     Ok(Round::of(
-        format!("register+deposit@{rate}"),
+        format!("{load}@{rate}"),
         rate,
         seconds,
         &outcomes,
@@ -332,14 +406,4 @@ fn write_report(dir: &Path, members: usize, rounds: &[Round]) -> anyhow::Result<
             .with_context(|| format!("cannot write {}", path.display()))?;
     }
     Ok(())
-}
-
-/// A progress bar on a terminal, nothing otherwise.
-fn progress_bar(len: u64, message: &str) -> indicatif::ProgressBar {
-    if !std::io::stderr().is_terminal() {
-        return indicatif::ProgressBar::hidden();
-    }
-    let bar = indicatif::ProgressBar::new(len);
-    bar.set_message(message.to_owned());
-    bar
 }

@@ -176,6 +176,10 @@ pub(crate) enum BenchAction {
         /// directory.
         #[arg(long)]
         report: Option<PathBuf>,
+        /// Send master tables only, no share deposits: the ledger without the holders' share
+        /// checks (each holder opens and verifies every share deposited to it).
+        #[arg(long)]
+        tables_only: bool,
     },
 }
 
@@ -348,12 +352,14 @@ pub(crate) fn dispatch(cli: Cli) -> anyhow::Result<()> {
                 duration,
                 json,
                 report,
+                tables_only,
             } => crate::bench::ledger(&crate::bench::LedgerBench {
                 dir,
                 rates,
                 duration_s: duration,
                 json,
                 report,
+                tables_only,
             }),
         },
         Command::Store { config, path, json } => store(&config, &path, json),

@@ -71,14 +71,26 @@ impl Compute {
         &self,
         work: impl FnOnce() -> R + Send + 'static,
     ) -> Result<R, Error> {
-        let Some(spawn) = &self.pool else {
-            return Ok(work());
-        };
+        self.start(work).await
+    }
+
+    /// Starts `work` now and yields its result when awaited, so jobs started one after another
+    /// run in parallel on the pool (inline, each runs as it is started, in that order).
+    pub fn start<R, F>(&self, work: F) -> impl Future<Output = Result<R, Error>> + Send + use<R, F>
+    where
+        R: Send + 'static,
+        F: FnOnce() -> R + Send + 'static,
+    {
         let (done, result) = oneshot::channel();
-        spawn(Box::new(move || {
-            let _ = done.send(work());
-        }));
-        result.await.map_err(|_| Error::Stopped)
+        match &self.pool {
+            None => {
+                let _ = done.send(work());
+            }
+            Some(spawn) => spawn(Box::new(move || {
+                let _ = done.send(work());
+            })),
+        }
+        async move { result.await.map_err(|_| Error::Stopped) }
     }
 }
 

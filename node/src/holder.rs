@@ -2,9 +2,10 @@
 //! complain if it does not verify; answer every access request for a file this member holds a
 //! share of — release the share re-sealed to the requester if the policy allows, deny otherwise.
 //!
-//! Level-triggered: after each block with a relevant transaction (and once at start) the task
-//! works out its duties from the chain state, so a node that was down catches up on what it
-//! missed. A duty is done only when the chain shows it (this member's complaint or answer is
+//! Level-triggered: at start, after it missed blocks and after a failure the task works out
+//! all its duties from the chain state, so a node that was down catches up on what it missed;
+//! after each block it looks only at the files that block deposited shares for (and the open
+//! requests), so the work per block does not grow with the files on chain. A duty is done only when the chain shows it (this member's complaint or answer is
 //! applied), or, for a share that verifies, when the check passed. A duty that fails (the ledger
 //! restarting, a refused submission) is tried again with backoff; one failure does not hold up the
 //! other duties.
@@ -23,6 +24,31 @@ use tokio::sync::{broadcast, watch};
 use crate::error::Error;
 use crate::shared::{Receipt, Shared, deposit_context, release_context};
 
+/// Where to look for duties.
+#[derive(Default)]
+struct Scope {
+    /// Every file on chain.
+    all: bool,
+    /// The files whose shares were just deposited.
+    deposits: BTreeSet<FileId>,
+    /// An access request was just filed. (Open requests are looked at whenever anything is: a
+    /// deposit can make an earlier request answerable.)
+    requests: bool,
+}
+
+impl Scope {
+    fn everything() -> Self {
+        Self {
+            all: true,
+            ..Self::default()
+        }
+    }
+
+    fn is_empty(&self) -> bool {
+        !self.all && !self.requests && self.deposits.is_empty()
+    }
+}
+
 /// Work the holder found to do.
 struct Duties {
     deposits: Vec<FileRecord>,
@@ -32,6 +58,8 @@ struct Duties {
 /// Bounds of the wait before failed duties are tried again (doubling while they keep failing).
 const RETRY_MIN: Duration = Duration::from_millis(200);
 const RETRY_MAX: Duration = Duration::from_secs(30);
+/// Deposits one compute job checks.
+const CHECKS_PER_JOB: usize = 32;
 
 pub(crate) async fn run<T: Transport>(shared: Arc<Shared<T>>, mut stopped: watch::Receiver<bool>) {
     let mut blocks = shared.blocks.subscribe();
@@ -40,10 +68,10 @@ pub(crate) async fn run<T: Transport>(shared: Arc<Shared<T>>, mut stopped: watch
     let mut verified: BTreeSet<FileId> = BTreeSet::new();
     let mut retry = RETRY_MIN;
     let mut retry_at: Option<tokio::time::Instant> = None;
-    let mut due = true;
+    let mut scope = Scope::everything();
     loop {
-        if due {
-            retry_at = match perform(&shared, &mut verified).await {
+        if !scope.is_empty() {
+            retry_at = match perform(&shared, &mut verified, std::mem::take(&mut scope)).await {
                 Ok(()) => {
                     retry = RETRY_MIN;
                     None
@@ -62,23 +90,33 @@ pub(crate) async fn run<T: Transport>(shared: Arc<Shared<T>>, mut stopped: watch
                 None => std::future::pending().await,
             }
         };
-        due = tokio::select! {
+        tokio::select! {
             biased;
             _ = stopped.changed() => return,
-            () = retry_sleep => true,
+            () = retry_sleep => scope = Scope::everything(),
             () = shared.ledger_recovered.notified() => {
                 retry = RETRY_MIN;
-                true
+                scope = Scope::everything();
             }
             block = blocks.recv() => match block {
-                Ok(block) => block.txs.iter().zip(&block.results).any(|(tx, result)| {
-                    *result == TxResult::Applied
-                        && matches!(tx.body, Body::DepositShares { .. } | Body::RequestAccess { .. })
-                }),
-                Err(broadcast::error::RecvError::Lagged(_)) => true,
+                Ok(block) => {
+                    for (tx, result) in block.txs.iter().zip(&block.results) {
+                        if *result != TxResult::Applied {
+                            continue;
+                        }
+                        match &tx.body {
+                            Body::DepositShares { file, .. } => {
+                                scope.deposits.insert(*file);
+                            }
+                            Body::RequestAccess { .. } => scope.requests = true,
+                            _ => {}
+                        }
+                    }
+                }
+                Err(broadcast::error::RecvError::Lagged(_)) => scope = Scope::everything(),
                 Err(broadcast::error::RecvError::Closed) => return,
             },
-        };
+        }
     }
 }
 
@@ -86,22 +124,68 @@ pub(crate) async fn run<T: Transport>(shared: Arc<Shared<T>>, mut stopped: watch
 async fn perform<T: Transport>(
     shared: &Arc<Shared<T>>,
     verified: &mut BTreeSet<FileId>,
+    scope: Scope,
 ) -> Result<(), (usize, Error)> {
     let me = shared.me.id;
-    let skip = verified.clone();
+    // Only a full scan needs the whole set; a block's deposits are sifted here.
+    let skip = if scope.all {
+        verified.clone()
+    } else {
+        BTreeSet::new()
+    };
+    let candidates: Option<Vec<FileId>> = (!scope.all).then(|| {
+        scope
+            .deposits
+            .iter()
+            .filter(|file| !verified.contains(*file))
+            .copied()
+            .collect()
+    });
     let duties = shared
-        .query(move |replica| find_duties(replica.state(), &me, &skip))
+        .query(move |replica| find_duties(replica.state(), &me, candidates.as_deref(), &skip))
         .await
         .map_err(|error| (1, error))?;
     let mut failures = Vec::new();
-    for record in duties.deposits {
-        match check_deposit(shared, &record).await {
-            Ok(Checked::Verified) => {
-                verified.insert(record.table.file_id);
+    // Opening and verifying shares is the CPU-heavy part: it runs on the compute pool, in
+    // chunks started together so they use every core.
+    let checks: Vec<_> = duties
+        .deposits
+        .chunks(CHECKS_PER_JOB)
+        .map(|chunk| {
+            let chunk = chunk.to_vec();
+            let sealing = shared.sealing.clone();
+            shared.compute.start(move || {
+                chunk
+                    .into_iter()
+                    .map(|record| {
+                        let problem = deposit_problem(&sealing, &me, &record);
+                        (record, problem)
+                    })
+                    .collect::<Vec<_>>()
+            })
+        })
+        .collect();
+    for check in checks {
+        let checked = match check.await {
+            Ok(checked) => checked,
+            Err(error) => {
+                failures.push(error);
+                continue;
             }
-            // Done once applied: the chain shows the complaint from now on.
-            Ok(Checked::Complained) => {}
-            Err(error) => failures.push(error),
+        };
+        for (record, problem) in checked {
+            match problem {
+                None => {
+                    tracing::debug!(file = %record.table.file_id, "deposited share verifies");
+                    verified.insert(record.table.file_id);
+                }
+                Some(reason) => {
+                    // Done once applied: the chain shows the complaint from now on.
+                    if let Err(error) = complain(shared, &record, reason).await {
+                        failures.push(error);
+                    }
+                }
+            }
         }
     }
     for (request_id, access, record) in duties.requests {
@@ -116,12 +200,20 @@ async fn perform<T: Transport>(
     }
 }
 
-/// The duties still open: deposits to this member not yet found good and not complained about,
-/// and access requests for its files it has not answered on chain.
-fn find_duties(state: &ledger::State, me: &MemberId, verified: &BTreeSet<FileId>) -> Duties {
-    let deposits = state
-        .files()
-        .filter(|file| !verified.contains(*file))
+/// The duties still open: deposits to this member not yet found good and not complained about
+/// (among `candidates`, or among every file not in `verified`), and access requests for its files
+/// it has not answered on chain.
+fn find_duties(
+    state: &ledger::State,
+    me: &MemberId,
+    candidates: Option<&[FileId]>,
+    verified: &BTreeSet<FileId>,
+) -> Duties {
+    let files: Box<dyn Iterator<Item = &FileId>> = match candidates {
+        Some(candidates) => Box::new(candidates.iter()),
+        None => Box::new(state.files().filter(|file| !verified.contains(*file))),
+    };
+    let deposits = files
         .filter_map(|file| state.file(file))
         .filter(|record| {
             record.deposits.is_some()
@@ -143,42 +235,40 @@ fn find_duties(state: &ledger::State, me: &MemberId, verified: &BTreeSet<FileId>
     Duties { deposits, requests }
 }
 
-/// What checking a deposit came to.
-enum Checked {
-    /// The share verifies.
-    Verified,
-    /// It does not; the complaint is applied.
-    Complained,
+/// Why this member's deposited share of `record` is unusable, if it is: it does not open, or
+/// it does not verify against the commitments.
+fn deposit_problem(
+    sealing: &keyshare::SealingSecretKey,
+    me: &MemberId,
+    record: &FileRecord,
+) -> Option<String> {
+    let share = match sealed_deposit(record, me).and_then(|(context, sealed)| {
+        open_share(sealed, sealing, &context).map_err(|e| e.to_string())
+    }) {
+        Ok(share) => share,
+        Err(reason) => return Some(reason),
+    };
+    verify(&share, &record.table.commitments)
+        .err()
+        .map(|error| error.to_string())
 }
 
-/// Opens this member's deposited share and checks it against the commitments; complains on
-/// chain if it does not verify.
-async fn check_deposit<T: Transport>(
+/// Files a complaint about this member's share of `record`, unless the chain already has one.
+async fn complain<T: Transport>(
     shared: &Shared<T>,
     record: &FileRecord,
-) -> Result<Checked, Error> {
-    let me = shared.me.id;
+    reason: String,
+) -> Result<(), Error> {
     let file = record.table.file_id;
-    let problem = match my_deposit(shared, record) {
-        Ok(share) => verify(&share, &record.table.commitments)
-            .err()
-            .map(|error| error.to_string()),
-        Err(reason) => Some(reason),
-    };
-    let Some(reason) = problem else {
-        tracing::debug!(%file, "deposited share verifies");
-        return Ok(Checked::Verified);
-    };
     tracing::warn!(%file, %reason, "deposited share does not verify; filing a complaint");
-    if record.complaints.contains_key(&me) {
-        return Ok(Checked::Complained);
+    if record.complaints.contains_key(&shared.me.id) {
+        return Ok(());
     }
     done_or_answered(
         shared
             .submit_applied(Body::ShareComplaint { file, reason })
             .await,
     )
-    .map(|()| Checked::Complained)
 }
 
 /// A submission's outcome for a duty: applied, or refused because the chain already has this
@@ -205,11 +295,6 @@ fn sealed_deposit<'a>(
         .and_then(|deposits| deposits.get(context.share_index as usize - 1))
         .ok_or("no deposit for this holder")?;
     Ok((context, sealed))
-}
-
-fn my_deposit<T>(shared: &Shared<T>, record: &FileRecord) -> Result<keyshare::Share, String> {
-    let (context, sealed) = sealed_deposit(record, &shared.me.id)?;
-    open_share(sealed, &shared.sealing, &context).map_err(|error| error.to_string())
 }
 
 /// Releases or denies one access request, per this member's policy.
