@@ -31,8 +31,9 @@ async fn auditor_recreates_a_file_without_its_owner() {
     assert_eq!(report.threshold, 3);
     // Owner gone: every chunk came from the other members.
     assert!(report.peers_used >= 2);
-    // register, deposit, request, and at least t releases.
-    assert!(report.height >= 6, "height {}", report.height);
+    // The table and its deposit, then the request, then the releases: blocks that follow one
+    // another (transactions submitted together may share a block).
+    assert!(report.height >= 3, "height {}", report.height);
 }
 
 #[test]

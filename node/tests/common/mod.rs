@@ -46,6 +46,11 @@ fn keys(count: usize) -> Vec<Keys> {
     (0..count).map(|_| Keys::generate(&mut rng)).collect()
 }
 
+/// Member `index`'s signing key in a consortium of `count` (as [`start`] gives it).
+pub fn signing_key(count: usize, index: usize) -> ed25519_dalek::SigningKey {
+    keys(count).swap_remove(index).signing
+}
+
 pub fn consortium(count: usize) -> Consortium {
     let entries: Vec<MemberEntry> = keys(count)
         .iter()

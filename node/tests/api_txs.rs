@@ -1,0 +1,123 @@
+//! `POST /v1/ledger/txs` and `GET /v1/ledger/nonces`, the routes `blocktorrent bench ledger`
+//! drives: transactions signed elsewhere are ordered in their order and answered once applied,
+//! a replay is refused with its reason, and a body that is not a list of transactions is a clear
+//! 400. In one process: members on the in-memory transport, one member's API on 127.0.0.1.
+
+#![allow(clippy::unwrap_used)]
+
+mod common;
+
+use std::sync::Arc;
+
+use common::{consortium, eventually, signing_key, start};
+use ledger::{Body, Transaction};
+use node::api::{Nonces, TxBatchAnswer};
+use node::load::SmallFiles;
+use overlay::MemoryNetwork;
+use rand::SeedableRng;
+use rand::rngs::StdRng;
+
+const TOKEN: &str = "test-token";
+
+fn post(address: std::net::SocketAddr, body: Vec<u8>) -> (u16, String) {
+    let agent = ureq::Agent::config_builder()
+        .http_status_as_error(false)
+        .build()
+        .new_agent();
+    let mut response = agent
+        .post(format!("http://{address}/v1/ledger/txs"))
+        .header("Authorization", format!("Bearer {TOKEN}"))
+        .header("Content-Type", "application/octet-stream")
+        .send(&body[..])
+        .unwrap();
+    let status = response.status().as_u16();
+    (status, response.body_mut().read_to_string().unwrap())
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn signed_batches_are_ordered_answered_and_replays_refused() {
+    let network = MemoryNetwork::new();
+    let members = start(&network, 4);
+    eventually("a leader", || async {
+        members[0].node.leader_id().await.ok().flatten().is_some()
+    })
+    .await;
+    let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let address = listener.local_addr().unwrap();
+    let app = node::api::router(
+        members[0].node.clone(),
+        TOKEN.into(),
+        Arc::new(tokio::sync::Notify::new()),
+    );
+    let server = tokio::spawn(async move { axum::serve(listener, app).await });
+
+    // Two participants' files: member-1 registers and deposits, member-2 registers.
+    let consortium = consortium(4);
+    let mut rng = StdRng::seed_from_u64(5);
+    let mut txs = Vec::new();
+    for (index, count) in [(0usize, 2u64), (1, 1)] {
+        let id = consortium.members[index].id;
+        let files = SmallFiles::new(&consortium, id, &mut rng).unwrap();
+        let file = files.file_id(1, &mut rng);
+        let mut bodies = vec![Body::RegisterFile(files.table(file, 1, &mut rng).unwrap())];
+        if count == 2 {
+            bodies.push(files.deposit(file, &mut rng).unwrap());
+        }
+        let key = signing_key(4, index);
+        for (nonce, body) in (1..).zip(bodies) {
+            txs.push(Transaction::sign(&key, &consortium.chain_id, nonce, body));
+        }
+    }
+    let batch = postcard::to_allocvec(&txs).unwrap();
+    let (status, body) = tokio::task::spawn_blocking(move || post(address, batch))
+        .await
+        .unwrap();
+    assert_eq!(status, 200, "{body}");
+    let answer: TxBatchAnswer = serde_json::from_str(&body).unwrap();
+    assert_eq!(answer.outcomes.len(), 3);
+    for outcome in &answer.outcomes {
+        assert!(outcome.applied, "{outcome:?}");
+        assert!(outcome.height.is_some());
+    }
+    // The deposit was ordered after its table.
+    assert!(answer.outcomes[1].height >= answer.outcomes[0].height);
+
+    // A replay is refused before ordering, with its reason.
+    let replay = postcard::to_allocvec(&txs[..1]).unwrap();
+    let (status, body) = tokio::task::spawn_blocking(move || post(address, replay))
+        .await
+        .unwrap();
+    assert_eq!(status, 200, "{body}");
+    let answer: TxBatchAnswer = serde_json::from_str(&body).unwrap();
+    assert_eq!(answer.outcomes.len(), 1);
+    assert!(!answer.outcomes[0].applied);
+    assert_eq!(answer.outcomes[0].height, None);
+    let reason = answer.outcomes[0].error.clone().unwrap_or_default();
+    assert!(reason.contains("nonce"), "{reason}");
+
+    // The nonces the bench starts from.
+    let nonces: Nonces = tokio::task::spawn_blocking(move || {
+        let agent = ureq::Agent::new_with_defaults();
+        agent
+            .get(format!("http://{address}/v1/ledger/nonces"))
+            .header("Authorization", format!("Bearer {TOKEN}"))
+            .call()
+            .unwrap()
+            .body_mut()
+            .read_json()
+            .unwrap()
+    })
+    .await
+    .unwrap();
+    assert_eq!(nonces.nonces["member-1"], 2);
+    assert_eq!(nonces.nonces["member-2"], 1);
+    assert_eq!(nonces.nonces["member-4"], 0);
+
+    // Not a list of transactions: a clear 400.
+    let (status, body) = tokio::task::spawn_blocking(move || post(address, vec![0xff; 7]))
+        .await
+        .unwrap();
+    assert_eq!(status, 400);
+    assert!(body.contains("not a postcard list of transactions"), "{body}");
+    server.abort();
+}
