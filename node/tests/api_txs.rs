@@ -118,6 +118,9 @@ async fn signed_batches_are_ordered_answered_and_replays_refused() {
         .await
         .unwrap();
     assert_eq!(status, 400);
-    assert!(body.contains("not a postcard list of transactions"), "{body}");
+    assert!(
+        body.contains("not a postcard list of transactions"),
+        "{body}"
+    );
     server.abort();
 }
