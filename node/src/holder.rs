@@ -47,6 +47,27 @@ impl Scope {
     fn is_empty(&self) -> bool {
         !self.all && !self.requests && self.deposits.is_empty()
     }
+
+    /// Adds what `block` asks to look at. A block that does not follow the last one seen means
+    /// blocks went by unseen (a snapshot was installed): then everything is looked at.
+    fn note(&mut self, block: &ledger::Block, last_height: &mut Option<u64>) {
+        if last_height.is_some_and(|last| block.height != last + 1) {
+            self.all = true;
+        }
+        *last_height = Some(block.height);
+        for (tx, result) in block.txs.iter().zip(&block.results) {
+            if *result != TxResult::Applied {
+                continue;
+            }
+            match &tx.body {
+                Body::DepositShares { file, .. } => {
+                    self.deposits.insert(*file);
+                }
+                Body::RequestAccess { .. } => self.requests = true,
+                _ => {}
+            }
+        }
+    }
 }
 
 /// Work the holder found to do.
@@ -69,20 +90,26 @@ pub(crate) async fn run<T: Transport>(shared: Arc<Shared<T>>, mut stopped: watch
     let mut retry = RETRY_MIN;
     let mut retry_at: Option<tokio::time::Instant> = None;
     let mut scope = Scope::everything();
+    // The last block seen: a block that does not follow it means blocks went by unseen (a
+    // snapshot installed, a lagging subscription), and only a full scan finds their deposits.
+    let mut last_height: Option<u64> = None;
     loop {
         if !scope.is_empty() {
-            retry_at = match perform(&shared, &mut verified, std::mem::take(&mut scope)).await {
-                Ok(()) => {
+            let full = scope.all;
+            match perform(&shared, &mut verified, std::mem::take(&mut scope)).await {
+                // Only a full scan that succeeded settles an earlier failure: a narrower one
+                // did not look at the duty that failed.
+                Ok(()) if full => {
                     retry = RETRY_MIN;
-                    None
+                    retry_at = None;
                 }
+                Ok(()) => {}
                 Err((failed, error)) => {
                     tracing::warn!(%error, failed, "holder duties failed; retrying in {retry:?}");
-                    let at = tokio::time::Instant::now() + retry;
+                    retry_at = Some(tokio::time::Instant::now() + retry);
                     retry = (retry * 2).min(RETRY_MAX);
-                    Some(at)
                 }
-            };
+            }
         }
         let retry_sleep = async {
             match retry_at {
@@ -99,20 +126,7 @@ pub(crate) async fn run<T: Transport>(shared: Arc<Shared<T>>, mut stopped: watch
                 scope = Scope::everything();
             }
             block = blocks.recv() => match block {
-                Ok(block) => {
-                    for (tx, result) in block.txs.iter().zip(&block.results) {
-                        if *result != TxResult::Applied {
-                            continue;
-                        }
-                        match &tx.body {
-                            Body::DepositShares { file, .. } => {
-                                scope.deposits.insert(*file);
-                            }
-                            Body::RequestAccess { .. } => scope.requests = true,
-                            _ => {}
-                        }
-                    }
-                }
+                Ok(block) => scope.note(&block, &mut last_height),
                 Err(broadcast::error::RecvError::Lagged(_)) => scope = Scope::everything(),
                 Err(broadcast::error::RecvError::Closed) => return,
             },
@@ -367,4 +381,47 @@ fn random_share(index: u32, rng: &mut impl rand::Rng) -> Result<Share, keyshare:
     // Below 2^252 < ℓ: canonical.
     bytes[keyshare::SHARE_SIZE_BYTES - 1] &= 0x0f;
     Share::from_bytes(&bytes)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use ledger::{Block, BlockHash, Transaction};
+
+    fn block(height: u64, txs: Vec<Transaction>) -> Block {
+        Block {
+            height,
+            prev_hash: BlockHash::from_bytes([0; 32]),
+            timestamp_ms: 0,
+            results: vec![TxResult::Applied; txs.len()],
+            txs,
+        }
+    }
+
+    #[test]
+    fn a_block_names_its_deposits_and_a_gap_asks_for_everything() {
+        let key = ed25519_dalek::SigningKey::from_bytes(&[3; 32]);
+        let file = FileId::from_bytes([7; 32]);
+        let deposit = Body::DepositShares {
+            file,
+            shares: Vec::new(),
+        };
+        let mut last = None;
+        let mut scope = Scope::default();
+        scope.note(
+            &block(4, vec![Transaction::sign(&key, "c", 1, deposit)]),
+            &mut last,
+        );
+        assert!(!scope.all && scope.deposits.contains(&file) && !scope.requests);
+        let mut scope = Scope::default();
+        scope.note(&block(5, Vec::new()), &mut last);
+        assert!(
+            scope.is_empty(),
+            "the next block, with nothing for a holder"
+        );
+        // Blocks 6..=8 went by unseen (a snapshot): only a full scan finds their deposits.
+        scope.note(&block(9, Vec::new()), &mut last);
+        assert!(scope.all);
+        assert_eq!(last, Some(9));
+    }
 }

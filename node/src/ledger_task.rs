@@ -205,7 +205,21 @@ async fn serve_ledger<T: Transport>(
                     let admissions = txs
                         .into_iter()
                         .map(|tx| {
+                            // One waiter per transaction: a copy submitted while the first
+                            // waits is refused, not left to take the first one's answer.
+                            let id = tx.id();
+                            if waiters.contains_key(&id) {
+                                return Err(Error::Invalid(format!(
+                                    "transaction {id} is already waiting for its block"
+                                )));
+                            }
+                            // This member's own nonces, signed elsewhere, are spent for the
+                            // node's own submissions too.
+                            let own_nonce = (tx.sender == me).then_some(tx.nonce);
                             let id = replica.submit(tx)?;
+                            if let Some(nonce) = own_nonce {
+                                *next_nonce = (*next_nonce).max(nonce + 1);
+                            }
                             let (sender, receiver) = oneshot::channel();
                             waiters.insert(id, sender);
                             Ok(receiver)

@@ -82,6 +82,23 @@ async fn signed_batches_are_ordered_answered_and_replays_refused() {
     // The deposit was ordered after its table.
     assert!(answer.outcomes[1].height >= answer.outcomes[0].height);
 
+    // A copy submitted while the first waits is refused; the first is answered.
+    let key = signing_key(4, 2);
+    let files = SmallFiles::new(&consortium, consortium.members[2].id, &mut rng).unwrap();
+    let file = files.file_id(2, &mut rng);
+    let table = Body::RegisterFile(files.table(file, 2, &mut rng).unwrap());
+    let tx = Transaction::sign(&key, &consortium.chain_id, 1, table);
+    let twice = postcard::to_allocvec(&vec![tx.clone(), tx]).unwrap();
+    let (status, body) = tokio::task::spawn_blocking(move || post(address, twice))
+        .await
+        .unwrap();
+    assert_eq!(status, 200, "{body}");
+    let answer: TxBatchAnswer = serde_json::from_str(&body).unwrap();
+    assert!(answer.outcomes[0].applied, "{:?}", answer.outcomes[0]);
+    assert!(!answer.outcomes[1].applied);
+    let reason = answer.outcomes[1].error.clone().unwrap_or_default();
+    assert!(reason.contains("already waiting"), "{reason}");
+
     // A replay is refused before ordering, with its reason.
     let replay = postcard::to_allocvec(&txs[..1]).unwrap();
     let (status, body) = tokio::task::spawn_blocking(move || post(address, replay))
@@ -111,7 +128,25 @@ async fn signed_batches_are_ordered_answered_and_replays_refused() {
     .unwrap();
     assert_eq!(nonces.nonces["member-1"], 2);
     assert_eq!(nonces.nonces["member-2"], 1);
+    assert_eq!(nonces.nonces["member-3"], 1);
     assert_eq!(nonces.nonces["member-4"], 0);
+
+    // Without the token: 401, nothing submitted.
+    let status = tokio::task::spawn_blocking(move || {
+        let agent = ureq::Agent::config_builder()
+            .http_status_as_error(false)
+            .build()
+            .new_agent();
+        agent
+            .post(format!("http://{address}/v1/ledger/txs"))
+            .send(&[0u8][..])
+            .unwrap()
+            .status()
+            .as_u16()
+    })
+    .await
+    .unwrap();
+    assert_eq!(status, 401);
 
     // Not a list of transactions: a clear 400.
     let (status, body) = tokio::task::spawn_blocking(move || post(address, vec![0xff; 7]))
