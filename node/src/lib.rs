@@ -30,6 +30,7 @@ mod node;
 mod ops;
 mod private;
 mod recreate;
+mod scrub;
 mod shared;
 mod store;
 

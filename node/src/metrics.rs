@@ -25,6 +25,10 @@ pub struct Metrics {
     pub ledger_restarts: AtomicU64,
     /// Fetches running now (each holds up to two windows of chunks).
     pub fetches_active: AtomicU64,
+    /// Bytes of stored chunks the scrubber re-hashed.
+    pub scrub_bytes: AtomicU64,
+    /// Stored chunks the scrubber found rotten and quarantined.
+    pub chunks_quarantined: AtomicU64,
     /// Last measured RTT per peer name, in microseconds.
     pub peer_rtt_us: Mutex<BTreeMap<String, u64>>,
 }
@@ -102,6 +106,18 @@ impl Metrics {
                 "gauge",
                 "Fetches running now.",
                 &self.fetches_active,
+            ),
+            (
+                "blocktorrent_scrub_bytes_total",
+                "counter",
+                "Bytes of stored chunks the scrubber re-hashed.",
+                &self.scrub_bytes,
+            ),
+            (
+                "blocktorrent_chunks_quarantined_total",
+                "counter",
+                "Stored chunks found rotten by the scrubber and no longer served.",
+                &self.chunks_quarantined,
             ),
         ];
         for (name, kind, help, value) in counters {

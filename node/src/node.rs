@@ -203,12 +203,15 @@ impl<T: Transport> Node<T> {
         let holder_task = tokio::spawn(
             crate::holder::run(shared.clone(), stopped.clone()).instrument(span.clone()),
         );
+        let scrub_task = tokio::spawn(
+            crate::scrub::run(shared.clone(), chunks, stopped.clone()).instrument(span.clone()),
+        );
         let ingest_task =
             tokio::spawn(crate::store::run_ingest(shared.clone(), stopped).instrument(span));
         Ok(Self {
             shared,
             stop,
-            tasks: Mutex::new(vec![ledger_task, holder_task, ingest_task]),
+            tasks: Mutex::new(vec![ledger_task, holder_task, scrub_task, ingest_task]),
         })
     }
 

@@ -37,5 +37,5 @@ pub use quic::QuicTransport;
 pub use reopen::ReopeningDb;
 pub use scheduler::{AskId, ChunkAsk, ChunkSpec, Event, FetchScheduler, Outcome, SchedulerConfig};
 pub use service::{ChunkService, Handler, serve_message_stream, serve_request_stream};
-pub use store::{ChunkStore, MAX_STORED_CHUNK_BYTES};
+pub use store::{ChunkStore, MAX_STORED_CHUNK_BYTES, ScrubReport};
 pub use transport::{MemoryNetwork, MemoryTransport, TraceEvent, Transport, within};

@@ -1,10 +1,13 @@
 //! The chunk store: ciphertext chunks on redb, keyed by their SHA3-256.
 //!
-//! A chunk is hashed before it is stored and again before it is served, so a peer never hands
-//! out bytes that do not match the name they were asked for, even after disk corruption. Each
-//! pushing peer has a byte quota, so one member cannot fill another's disk.
+//! A chunk is hashed when it is written, and a scrubber ([`ChunkStore::scrub`], driven at a
+//! bounded rate by the node) re-hashes what is stored and moves a chunk whose bytes rotted to
+//! quarantine, where it is no longer served. A read does not hash again: the fetcher checks every
+//! chunk on arrival and asks another owner for one that fails, so each byte is hashed once on the
+//! fetch path. Each pushing peer has a byte quota, so one member cannot fill another's disk.
 //!
-//! Tables: `chunks` (hash → bytes), `usage` (pusher key → bytes charged).
+//! Tables: `chunks` (hash → bytes), `usage` (pusher key → bytes charged), `quarantine` (hash →
+//! the rotten bytes, kept for inspection).
 
 use std::path::Path;
 
@@ -17,6 +20,21 @@ use crate::reopen::ReopeningDb;
 
 const CHUNKS: TableDefinition<&[u8; 32], &[u8]> = TableDefinition::new("chunks");
 const USAGE: TableDefinition<&[u8; 32], u64> = TableDefinition::new("usage");
+const QUARANTINE: TableDefinition<&[u8; 32], &[u8]> = TableDefinition::new("quarantine");
+
+/// What one scrub step did.
+#[derive(Clone, Debug, Default, PartialEq, Eq)]
+pub struct ScrubReport {
+    /// Chunks re-hashed.
+    pub chunks: u64,
+    /// Bytes re-hashed.
+    pub bytes: u64,
+    /// Chunks whose bytes no longer match their hash, now quarantined.
+    pub rotten: Vec<ChunkHash>,
+    /// Where the next step starts; `None` once the step reached the last chunk (the next one
+    /// starts over).
+    pub resume_after: Option<ChunkHash>,
+}
 
 /// The largest chunk the store accepts: the largest ciphertext chunk keyshare produces.
 pub const MAX_STORED_CHUNK_BYTES: usize = MAX_CHUNK_SIZE_BYTES as usize + TAG_SIZE_BYTES as usize;
@@ -56,6 +74,7 @@ impl ChunkStore {
         let txn = store.db.begin_write().map_err(StoreError::Redb)?;
         txn.open_table(CHUNKS)?;
         txn.open_table(USAGE)?;
+        txn.open_table(QUARANTINE)?;
         store.db.commit(txn)?;
         Ok(store)
     }
@@ -94,18 +113,84 @@ impl ChunkStore {
         Ok(())
     }
 
-    /// The chunk stored under `hash`, re-verified; `None` if absent.
+    /// The chunk stored under `hash`; `None` if absent or quarantined. Not hashed again (see
+    /// the module documentation): bytes that rotted since the last scrub reach the fetcher,
+    /// which refuses them.
     pub fn get(&self, hash: &ChunkHash) -> Result<Option<Vec<u8>>, StoreError> {
         let txn = self.db.begin_read().map_err(StoreError::Redb)?;
         let chunks = txn.open_table(CHUNKS)?;
-        let Some(value) = chunks.get(hash.as_bytes())? else {
-            return Ok(None);
-        };
-        let bytes = value.value().to_vec();
-        if ChunkHash::of(&bytes) != *hash {
-            return Err(StoreError::Corrupt { hash: *hash });
+        Ok(chunks
+            .get(hash.as_bytes())?
+            .map(|value| value.value().to_vec()))
+    }
+
+    /// Re-hashes stored chunks in key order, from just after `after` (from the first if
+    /// `None`), until `budget_bytes` have been hashed or the last chunk is reached, and moves the
+    /// rotten ones to quarantine. The caller paces the steps (a byte budget per interval) and
+    /// passes each step's [`ScrubReport::resume_after`] to the next.
+    pub fn scrub(
+        &self,
+        after: Option<ChunkHash>,
+        budget_bytes: u64,
+    ) -> Result<ScrubReport, StoreError> {
+        let mut report = ScrubReport::default();
+        let mut rotten = Vec::new();
+        {
+            let txn = self.db.begin_read().map_err(StoreError::Redb)?;
+            let chunks = txn.open_table(CHUNKS)?;
+            let start = after.map(|hash| *hash.as_bytes());
+            let range = match &start {
+                Some(key) => chunks.range::<&[u8; 32]>((
+                    std::ops::Bound::Excluded(key),
+                    std::ops::Bound::Unbounded,
+                ))?,
+                None => chunks.range::<&[u8; 32]>(..)?,
+            };
+            for entry in range {
+                let (key, value) = entry?;
+                let hash = ChunkHash::from_bytes(*key.value());
+                let bytes = value.value();
+                report.chunks += 1;
+                report.bytes += bytes.len() as u64;
+                if ChunkHash::of(bytes) != hash {
+                    rotten.push((hash, bytes.to_vec()));
+                }
+                if report.bytes >= budget_bytes {
+                    report.resume_after = Some(hash);
+                    break;
+                }
+            }
         }
-        Ok(Some(bytes))
+        if !rotten.is_empty() {
+            let txn = self.db.begin_write().map_err(StoreError::Redb)?;
+            {
+                let mut chunks = txn.open_table(CHUNKS)?;
+                let mut quarantine = txn.open_table(QUARANTINE)?;
+                for (hash, bytes) in &rotten {
+                    chunks.remove(hash.as_bytes())?;
+                    quarantine.insert(hash.as_bytes(), bytes.as_slice())?;
+                }
+            }
+            self.db.commit(txn)?;
+        }
+        report.rotten = rotten.into_iter().map(|(hash, _)| hash).collect();
+        Ok(report)
+    }
+
+    /// Number of chunks in quarantine.
+    pub fn quarantined(&self) -> Result<u64, StoreError> {
+        let txn = self.db.begin_read().map_err(StoreError::Redb)?;
+        Ok(txn.open_table(QUARANTINE)?.len()?)
+    }
+
+    /// Stores `bytes` under `hash` without checking them: a chunk that rotted on disk, for
+    /// tests of the scrubber.
+    #[cfg(test)]
+    pub(crate) fn put_rotten(&self, hash: &ChunkHash, bytes: &[u8]) -> Result<(), StoreError> {
+        let txn = self.db.begin_write().map_err(StoreError::Redb)?;
+        txn.open_table(CHUNKS)?.insert(hash.as_bytes(), bytes)?;
+        self.db.commit(txn)?;
+        Ok(())
     }
 
     /// Which of `hashes` are present (without re-hashing their bytes).
@@ -187,6 +272,53 @@ mod tests {
         store.put(&pusher, &hash, &bytes).unwrap();
         assert_eq!(store.usage_bytes(&pusher).unwrap(), 5000);
         assert_eq!(store.len().unwrap(), 1);
+    }
+
+    #[test]
+    fn the_scrubber_quarantines_rotten_chunks_within_its_budget_and_goes_round() {
+        let store = store(u64::MAX);
+        let pusher = PeerId::from_bytes([1; 32]);
+        let mut good = Vec::new();
+        for byte in 0..6u8 {
+            let bytes = vec![byte; 1000];
+            let hash = ChunkHash::of(&bytes);
+            store.put(&pusher, &hash, &bytes).unwrap();
+            good.push((hash, bytes));
+        }
+        let rotten_hash = ChunkHash::of(b"what was stored");
+        store
+            .put_rotten(&rotten_hash, b"what the disk returns")
+            .unwrap();
+        // A read does not hash: the rotten bytes are served until the scrubber finds them.
+        assert_eq!(
+            store.get(&rotten_hash).unwrap().as_deref(),
+            Some(&b"what the disk returns"[..])
+        );
+        // Steps of at most ~2,000 bytes go round all seven chunks, then start over.
+        let mut after = None;
+        let mut found = Vec::new();
+        let mut seen = 0;
+        for _ in 0..10 {
+            let report = store.scrub(after, 2_000).unwrap();
+            assert!(report.bytes <= 2_000 + 1_000, "{report:?}");
+            seen += report.chunks;
+            found.extend(report.rotten);
+            after = report.resume_after;
+            if after.is_none() {
+                break;
+            }
+        }
+        assert_eq!(after, None, "the pass reached the end");
+        assert_eq!(seen, 7);
+        assert_eq!(found, vec![rotten_hash]);
+        assert_eq!(store.get(&rotten_hash).unwrap(), None);
+        assert_eq!(store.quarantined().unwrap(), 1);
+        for (hash, bytes) in good {
+            assert_eq!(store.get(&hash).unwrap(), Some(bytes));
+        }
+        // The next pass finds nothing more.
+        let report = store.scrub(None, u64::MAX).unwrap();
+        assert_eq!((report.chunks, report.rotten.len()), (6, 0));
     }
 
     #[test]
