@@ -658,12 +658,15 @@ impl Replica {
             let encoded = tx.encode();
             let id = TxId::of_encoding(&encoded);
             let size_bytes = encoded.len();
-            if self.pool.contains(&id)
-                || self.proposed.contains_key(&id)
-                || size_bytes > self.config.max_tx_bytes
+            if self.pool.contains(&id) || self.proposed.contains_key(&id) {
+                continue;
+            }
+            // Only the rest of the forward is dropped, never a transaction before one pooled:
+            // a later nonce applied first would make the earlier one stale for ever.
+            if size_bytes > self.config.max_tx_bytes
                 || self.pending_len() >= self.config.max_pending_txs
             {
-                continue;
+                break;
             }
             self.pool
                 .push_back(Pooled { id, tx, size_bytes }, self.now_ms);

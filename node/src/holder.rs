@@ -50,9 +50,12 @@ impl Scope {
 
     /// Adds what `block` asks to look at. A block that does not follow the last one seen means
     /// blocks went by unseen (a snapshot was installed): then everything is looked at.
+    /// A block at or below the last height seen was covered by a full scan already.
     fn note(&mut self, block: &ledger::Block, last_height: &mut Option<u64>) {
-        if last_height.is_some_and(|last| block.height != last + 1) {
-            self.all = true;
+        match *last_height {
+            Some(last) if block.height <= last => return,
+            Some(last) if block.height > last + 1 => self.all = true,
+            _ => {}
         }
         *last_height = Some(block.height);
         for (tx, result) in block.txs.iter().zip(&block.results) {
@@ -74,6 +77,8 @@ impl Scope {
 struct Duties {
     deposits: Vec<FileRecord>,
     requests: Vec<(RequestId, AccessRecord, FileRecord)>,
+    /// The height of the state they were found in.
+    height: u64,
 }
 
 /// Bounds of the wait before failed duties are tried again (doubling while they keep failing).
@@ -97,17 +102,23 @@ pub(crate) async fn run<T: Transport>(shared: Arc<Shared<T>>, mut stopped: watch
         if !scope.is_empty() {
             let full = scope.all;
             match perform(&shared, &mut verified, std::mem::take(&mut scope)).await {
-                // Only a full scan that succeeded settles an earlier failure: a narrower one
-                // did not look at the duty that failed.
-                Ok(()) if full => {
+                // Only a full scan that succeeded settles an earlier failure (a narrower one
+                // did not look at the duty that failed), and covers every block up to the
+                // height it saw (a snapshot installed at start included).
+                Ok(height) if full => {
                     retry = RETRY_MIN;
                     retry_at = None;
+                    last_height = Some(last_height.map_or(height, |last| last.max(height)));
                 }
-                Ok(()) => {}
+                Ok(_) => {}
                 Err((failed, error)) => {
                     tracing::warn!(%error, failed, "holder duties failed; retrying in {retry:?}");
-                    retry_at = Some(tokio::time::Instant::now() + retry);
-                    retry = (retry * 2).min(RETRY_MAX);
+                    // The earliest deadline stands: later failures must not push it back.
+                    let at = tokio::time::Instant::now() + retry;
+                    retry_at = Some(retry_at.map_or(at, |earlier| earlier.min(at)));
+                    if full {
+                        retry = (retry * 2).min(RETRY_MAX);
+                    }
                 }
             }
         }
@@ -135,11 +146,13 @@ pub(crate) async fn run<T: Transport>(shared: Arc<Shared<T>>, mut stopped: watch
 }
 
 /// Does every duty the chain shows as open; returns how many failed and the first error.
+/// Does the duties in `scope`; returns the height of the state they were found in, or how many
+/// failed and the first error.
 async fn perform<T: Transport>(
     shared: &Arc<Shared<T>>,
     verified: &mut BTreeSet<FileId>,
     scope: Scope,
-) -> Result<(), (usize, Error)> {
+) -> Result<u64, (usize, Error)> {
     let me = shared.me.id;
     // Only a full scan needs the whole set; a block's deposits are sifted here.
     let skip = if scope.all {
@@ -209,7 +222,7 @@ async fn perform<T: Transport>(
     }
     let failed = failures.len();
     match failures.into_iter().next() {
-        None => Ok(()),
+        None => Ok(duties.height),
         Some(first) => Err((failed, first)),
     }
 }
@@ -246,7 +259,11 @@ fn find_duties(
             Some((*id, access.clone(), record.clone()))
         })
         .collect();
-    Duties { deposits, requests }
+    Duties {
+        deposits,
+        requests,
+        height: state.height(),
+    }
 }
 
 /// Why this member's deposited share of `record` is unusable, if it is: it does not open, or
@@ -398,20 +415,21 @@ mod tests {
         }
     }
 
+    fn deposit_of(file: FileId) -> Body {
+        Body::DepositShares {
+            file,
+            shares: Vec::new(),
+        }
+    }
+
     #[test]
     fn a_block_names_its_deposits_and_a_gap_asks_for_everything() {
         let key = ed25519_dalek::SigningKey::from_bytes(&[3; 32]);
         let file = FileId::from_bytes([7; 32]);
-        let deposit = Body::DepositShares {
-            file,
-            shares: Vec::new(),
-        };
         let mut last = None;
         let mut scope = Scope::default();
-        scope.note(
-            &block(4, vec![Transaction::sign(&key, "c", 1, deposit)]),
-            &mut last,
-        );
+        let first = Transaction::sign(&key, "c", 1, deposit_of(file));
+        scope.note(&block(4, vec![first]), &mut last);
         assert!(!scope.all && scope.deposits.contains(&file) && !scope.requests);
         let mut scope = Scope::default();
         scope.note(&block(5, Vec::new()), &mut last);
@@ -423,5 +441,13 @@ mod tests {
         scope.note(&block(9, Vec::new()), &mut last);
         assert!(scope.all);
         assert_eq!(last, Some(9));
+        // A full scan saw the state at height 12: blocks up to it are covered.
+        let mut last = Some(12);
+        let mut scope = Scope::default();
+        let late = Transaction::sign(&key, "c", 2, deposit_of(file));
+        scope.note(&block(11, vec![late]), &mut last);
+        assert!(scope.is_empty(), "a block the full scan covered");
+        scope.note(&block(13, Vec::new()), &mut last);
+        assert!(scope.is_empty() && last == Some(13));
     }
 }

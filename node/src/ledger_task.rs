@@ -208,17 +208,22 @@ async fn serve_ledger<T: Transport>(
                             // One waiter per transaction: a copy submitted while the first
                             // waits is refused, not left to take the first one's answer.
                             let id = tx.id();
-                            if waiters.contains_key(&id) {
+                            if waiters.get(&id).is_some_and(|waiter| !waiter.is_closed()) {
                                 return Err(Error::Invalid(format!(
                                     "transaction {id} is already waiting for its block"
                                 )));
                             }
                             // This member's own nonces, signed elsewhere, are spent for the
-                            // node's own submissions too.
-                            let own_nonce = (tx.sender == me).then_some(tx.nonce);
+                            // node's own submissions too — once the signature shows the key
+                            // holder signed them (a token holder alone must not move the
+                            // counter).
+                            let own_nonce = (tx.sender == me
+                                && ledger::verify_signatures(replica.state(), &[&tx])
+                                    == [true])
+                                .then_some(tx.nonce);
                             let id = replica.submit(tx)?;
                             if let Some(nonce) = own_nonce {
-                                *next_nonce = (*next_nonce).max(nonce + 1);
+                                *next_nonce = (*next_nonce).max(nonce.saturating_add(1));
                             }
                             let (sender, receiver) = oneshot::channel();
                             waiters.insert(id, sender);

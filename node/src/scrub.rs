@@ -18,6 +18,9 @@ const STEP_INTERVAL: Duration = Duration::from_secs(1);
 /// Bytes re-hashed per step: 16 MiB/s is a few percent of a core at SHA3-256's ~400 MB/s, and
 /// goes round 100 GiB of chunks in under two hours.
 const STEP_BYTES: u64 = 16 << 20;
+/// Rest between the end of one pass over the store and the start of the next, so a small store
+/// is not re-read every second and the page cache stays with the chunks being served.
+const PASS_REST: Duration = Duration::from_secs(6 * 3600);
 
 pub(crate) async fn run<T>(
     shared: Arc<Shared<T>>,
@@ -44,8 +47,12 @@ pub(crate) async fn run<T>(
                 tracing::warn!(%error, "scrubbing the chunk store failed; trying again");
                 continue;
             }
-            // The pool is shutting down with the node.
-            Err(_) => return,
+            // The pool dropped the job: the node is stopping, or the step panicked.
+            Err(_) if *stopped.borrow() => return,
+            Err(error) => {
+                tracing::error!(%error, "a scrub step did not finish; trying again");
+                continue;
+            }
         };
         let metrics = &shared.metrics;
         metrics
@@ -58,5 +65,12 @@ pub(crate) async fn run<T>(
             tracing::error!(%hash, "a stored chunk rotted on disk; quarantined, no longer served");
         }
         after = report.resume_after;
+        if after.is_none() {
+            tokio::select! {
+                biased;
+                _ = stopped.changed() => return,
+                () = tokio::time::sleep(PASS_REST) => {}
+            }
+        }
     }
 }

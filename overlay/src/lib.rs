@@ -2,8 +2,8 @@
 //!
 //! What it does:
 //! - [`place`]: rendezvous hashing of (file, chunk, member) to pick `r` owner peers per chunk.
-//! - [`ChunkStore`]: chunks on redb keyed by SHA3-256, verified on put and on get, with a quota
-//!   per pushing peer.
+//! - [`ChunkStore`]: chunks on redb keyed by SHA3-256, verified on put and re-checked by a
+//!   scrubber the node paces ([`ChunkStore::scrub`]), with a quota per pushing peer.
 //! - [`wire`]: the `blocktorrent/1` protocol — length-prefixed postcard frames, one request per
 //!   stream, plus opaque messages (the node carries Raft on them).
 //! - [`FetchScheduler`]: a sans-IO scheduler that picks, per chunk, the owner with the best

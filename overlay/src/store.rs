@@ -97,6 +97,14 @@ impl ChunkStore {
             if chunks.get(hash.as_bytes())?.is_some() {
                 return Ok(());
             }
+            // A good copy of a chunk that rotted here replaces it, charged once already.
+            let mut quarantine = txn.open_table(QUARANTINE)?;
+            if quarantine.remove(hash.as_bytes())?.is_some() {
+                chunks.insert(hash.as_bytes(), bytes)?;
+                drop((chunks, quarantine));
+                self.db.commit(txn)?;
+                return Ok(());
+            }
             let mut usage = txn.open_table(USAGE)?;
             let used = usage.get(pusher.as_bytes())?.map_or(0, |v| v.value());
             let charged = used.saturating_add(bytes.len() as u64);
@@ -161,19 +169,29 @@ impl ChunkStore {
                 }
             }
         }
+        let mut quarantined = Vec::new();
         if !rotten.is_empty() {
             let txn = self.db.begin_write().map_err(StoreError::Redb)?;
             {
                 let mut chunks = txn.open_table(CHUNKS)?;
                 let mut quarantine = txn.open_table(QUARANTINE)?;
-                for (hash, bytes) in &rotten {
-                    chunks.remove(hash.as_bytes())?;
-                    quarantine.insert(hash.as_bytes(), bytes.as_slice())?;
+                for (hash, _) in &rotten {
+                    // Read again: one misread must not take a good chunk out of service.
+                    let Some(bytes) = chunks.remove(hash.as_bytes())?.map(|v| v.value().to_vec())
+                    else {
+                        continue;
+                    };
+                    if ChunkHash::of(&bytes) == *hash {
+                        chunks.insert(hash.as_bytes(), bytes.as_slice())?;
+                    } else {
+                        quarantine.insert(hash.as_bytes(), bytes.as_slice())?;
+                        quarantined.push(*hash);
+                    }
                 }
             }
             self.db.commit(txn)?;
         }
-        report.rotten = rotten.into_iter().map(|(hash, _)| hash).collect();
+        report.rotten = quarantined;
         Ok(report)
     }
 
@@ -319,6 +337,13 @@ mod tests {
         // The next pass finds nothing more.
         let report = store.scrub(None, u64::MAX).unwrap();
         assert_eq!((report.chunks, report.rotten.len()), (6, 0));
+        // A good copy pushed again replaces the rotten one, charged nothing more.
+        let good = b"what was stored";
+        let used = store.usage_bytes(&pusher).unwrap();
+        store.put(&pusher, &rotten_hash, good).unwrap();
+        assert_eq!(store.get(&rotten_hash).unwrap().as_deref(), Some(&good[..]));
+        assert_eq!(store.quarantined().unwrap(), 0);
+        assert_eq!(store.usage_bytes(&pusher).unwrap(), used);
     }
 
     #[test]
