@@ -64,6 +64,9 @@ pub struct FetchBody {
     pub file_id: FileId,
     /// How long to wait for shares.
     pub timeout_secs: u64,
+    /// Ask only this member (by name) for chunks: the client–server baseline of `bench overlay`.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub only_from: Option<String>,
 }
 
 /// A master table as `file show` prints it, members by name.
@@ -418,6 +421,21 @@ async fn fetch<T: Transport>(
     authorize(&state, &headers)?;
     let node = state.node.clone();
     let timeout = Duration::from_secs(body.timeout_secs.min(MAX_FETCH_TIMEOUT_SECS));
+    let only_from = match &body.only_from {
+        None => None,
+        Some(name) => Some(
+            node.shared
+                .consortium
+                .member(name)
+                .map(|member| member.id)
+                .ok_or_else(|| {
+                    ApiError(
+                        StatusCode::BAD_REQUEST,
+                        format!("only_from: {name} is not a member of the consortium"),
+                    )
+                })?,
+        ),
+    };
     let (events, mut received) = mpsc::channel(FETCH_QUEUE);
     let (frames, response) = mpsc::channel(FETCH_QUEUE);
     tokio::spawn(async move {
@@ -438,7 +456,8 @@ async fn fetch<T: Transport>(
                 }
             }
         };
-        let (result, ()) = tokio::join!(node.fetch(body.file_id, timeout, events), forward);
+        let fetching = node.fetch_from(body.file_id, timeout, events, only_from);
+        let (result, ()) = tokio::join!(fetching, forward);
         let _ = frames.send(final_frame(result)).await;
     });
     Ok(framed_response(FrameBody::Bounded(response)))

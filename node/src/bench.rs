@@ -418,3 +418,210 @@ fn write_report(dir: &Path, members: usize, rounds: &[Round]) -> anyhow::Result<
     }
     Ok(())
 }
+
+/// What `bench overlay` was asked to do.
+pub(crate) struct OverlayBench {
+    pub(crate) dir: PathBuf,
+    pub(crate) file_bytes: u64,
+    pub(crate) json: bool,
+}
+
+/// `bench overlay --json` (DESIGN.md's contract).
+#[derive(Serialize)]
+struct OverlayJson {
+    file_bytes: u64,
+    swarm_mb_s: f64,
+    single_owner_mb_s: f64,
+    concurrent: Vec<ConcurrentJson>,
+}
+
+#[derive(Serialize)]
+struct ConcurrentJson {
+    auditors: usize,
+    aggregate_mb_s: f64,
+}
+
+/// How long a fetch may wait for released shares.
+const SHARES_TIMEOUT_SECS: u64 = 120;
+
+/// Stores a file of random bytes as the first participant, files an access request as the
+/// auditor, and recreates the file (a) from every owner, (b) from one owner only — the
+/// client–server baseline — and (c) by 1, 2 and 4 fetches at once; prints MB/s of plaintext.
+pub(crate) fn overlay(options: &OverlayBench) -> anyhow::Result<()> {
+    let configs = crate::cluster::member_configs(&options.dir)?;
+    let mut owner = None;
+    let mut auditor = None;
+    for path in &configs {
+        let loaded = LoadedConfig::load(path)?;
+        match loaded.me().role {
+            ledger::Role::Participant if owner.is_none() => owner = Some(path.clone()),
+            ledger::Role::Auditor if auditor.is_none() => auditor = Some(path.clone()),
+            _ => {}
+        }
+    }
+    let (owner, auditor) = owner
+        .zip(auditor)
+        .ok_or_else(|| anyhow!("the consortium needs a participant and an auditor"))?;
+    let auditor_name = LoadedConfig::load(&auditor)?.config.name;
+    let owner_name = LoadedConfig::load(&owner)?.config.name;
+
+    if !options.json {
+        eprintln!("storing {} bytes as {owner_name}", options.file_bytes);
+    }
+    let client = Client::streaming(&owner)?;
+    let mut random = RandomBytes::new(options.file_bytes);
+    let mut answer = client.post_stream("/v1/store", &mut random, options.file_bytes)?;
+    let stored: node::StoreReceipt = loop {
+        if let crate::client::Frame::Done(receipt) = answer.next()? {
+            break receipt;
+        }
+    };
+    let file_id = stored.file_id;
+    let auditor_client = Client::from_config(&auditor, BATCH_TIMEOUT)?;
+    let _: node::RequestReceipt = auditor_client.post_json(
+        "/v1/request",
+        &node::api::RequestBody {
+            file_id,
+            reason: "bench overlay".into(),
+        },
+    )?;
+    // The single owner: a member other than the auditor that holds every chunk.
+    let view: node::api::FileView = auditor_client.get(&format!("/v1/file/{file_id}"))?;
+    let single = configs
+        .iter()
+        .filter_map(|path| LoadedConfig::load(path).ok())
+        .map(|loaded| loaded.config.name)
+        .find(|name| {
+            *name != auditor_name && view.chunk_owners.iter().all(|owners| owners.contains(name))
+        })
+        .ok_or_else(|| {
+            anyhow!(
+                "no member but the auditor holds every chunk, so there is no single-owner \
+                 baseline; init the cluster with --replication equal to members − 1"
+            )
+        })?;
+    // The first fetch also waits for the releases; it is not timed.
+    timed_fetch(&auditor, file_id, None)?;
+    let swarm = timed_fetch(&auditor, file_id, None)?;
+    if !options.json {
+        eprintln!("swarm: {:.1} MB/s", mb_s(options.file_bytes, swarm));
+    }
+    let single_owner = timed_fetch(&auditor, file_id, Some(single.clone()))?;
+    if !options.json {
+        eprintln!(
+            "single owner ({single}): {:.1} MB/s",
+            mb_s(options.file_bytes, single_owner)
+        );
+    }
+    let mut concurrent = Vec::new();
+    for auditors in [1usize, 2, 4] {
+        let start = Instant::now();
+        std::thread::scope(|scope| -> anyhow::Result<()> {
+            let handles: Vec<_> = (0..auditors)
+                .map(|_| scope.spawn(|| timed_fetch(&auditor, file_id, None)))
+                .collect();
+            for handle in handles {
+                handle
+                    .join()
+                    .unwrap_or_else(|_| Err(anyhow!("a fetching thread panicked")))?;
+            }
+            Ok(())
+        })?;
+        let aggregate = mb_s(options.file_bytes * auditors as u64, start.elapsed());
+        if !options.json {
+            eprintln!("{auditors} at once: {aggregate:.1} MB/s in all");
+        }
+        concurrent.push(ConcurrentJson {
+            auditors,
+            aggregate_mb_s: aggregate,
+        });
+    }
+    let result = OverlayJson {
+        file_bytes: options.file_bytes,
+        swarm_mb_s: mb_s(options.file_bytes, swarm),
+        single_owner_mb_s: mb_s(options.file_bytes, single_owner),
+        concurrent,
+    };
+    if options.json {
+        println!("{}", serde_json::to_string(&result)?);
+    } else {
+        println!(
+            "file {file_id}: {} bytes stored by {owner_name}, recreated by {auditor_name}",
+            result.file_bytes
+        );
+        println!("| fetch | MB/s |\n|---|---|");
+        println!("| swarm (every owner) | {:.1} |", result.swarm_mb_s);
+        println!(
+            "| single owner ({single}) | {:.1} |",
+            result.single_owner_mb_s
+        );
+        for row in &result.concurrent {
+            println!(
+                "| {} fetches at once, in all | {:.1} |",
+                row.auditors, row.aggregate_mb_s
+            );
+        }
+        println!(
+            "swarm / single owner: {:.2}×",
+            result.swarm_mb_s / result.single_owner_mb_s.max(f64::MIN_POSITIVE)
+        );
+    }
+    Ok(())
+}
+
+/// Recreates `file` as the auditor, reading and dropping the plaintext; returns how long it took.
+fn timed_fetch(
+    auditor: &Path,
+    file_id: keyshare::FileId,
+    only_from: Option<String>,
+) -> anyhow::Result<Duration> {
+    let client = Client::streaming(auditor)?;
+    let start = Instant::now();
+    let mut answer = client.post_json_frames(
+        "/v1/fetch",
+        &node::api::FetchBody {
+            file_id,
+            timeout_secs: SHARES_TIMEOUT_SECS,
+            only_from,
+        },
+    )?;
+    loop {
+        if let crate::client::Frame::Done(receipt) = answer.next::<node::FetchReceipt>()? {
+            if receipt.file_id != file_id {
+                return Err(anyhow!("the node recreated another file"));
+            }
+            return Ok(start.elapsed());
+        }
+    }
+}
+
+/// Megabytes (10⁶ bytes) per second.
+fn mb_s(bytes: u64, took: Duration) -> f64 {
+    bytes as f64 / 1e6 / took.as_secs_f64().max(1e-9)
+}
+
+/// `len` pseudo-random bytes, generated as they are read (the file is never in memory).
+struct RandomBytes {
+    rng: StdRng,
+    left: u64,
+}
+
+impl RandomBytes {
+    fn new(len: u64) -> Self {
+        Self {
+            rng: rand::make_rng::<StdRng>(),
+            left: len,
+        }
+    }
+}
+
+impl std::io::Read for RandomBytes {
+    fn read(&mut self, buf: &mut [u8]) -> std::io::Result<usize> {
+        let n = buf
+            .len()
+            .min(usize::try_from(self.left).unwrap_or(usize::MAX));
+        self.rng.fill_bytes(&mut buf[..n]);
+        self.left -= n as u64;
+        Ok(n)
+    }
+}

@@ -181,6 +181,21 @@ pub(crate) enum BenchAction {
         #[arg(long)]
         tables_only: bool,
     },
+    /// Overlay retrieval: store a file of random bytes as the first participant, then recreate
+    /// it as the auditor from every owner (the swarm), from one owner only (the client–server
+    /// baseline), and by 1, 2 and 4 fetches at once.
+    Overlay {
+        /// The directory `init` wrote; its members must be running.
+        #[arg(long)]
+        dir: PathBuf,
+        /// File size, e.g. 256MiB.
+        #[arg(long, value_parser = parse_size)]
+        file_size: u64,
+        /// Print one JSON object: {file_bytes, swarm_mb_s, single_owner_mb_s, concurrent:
+        /// [{auditors, aggregate_mb_s}]}.
+        #[arg(long)]
+        json: bool,
+    },
 }
 
 #[derive(Subcommand, Debug)]
@@ -360,6 +375,15 @@ pub(crate) fn dispatch(cli: Cli) -> anyhow::Result<()> {
                 json,
                 report,
                 tables_only,
+            }),
+            BenchAction::Overlay {
+                dir,
+                file_size,
+                json,
+            } => crate::bench::overlay(&crate::bench::OverlayBench {
+                dir,
+                file_bytes: file_size,
+                json,
             }),
         },
         Command::Store { config, path, json } => store(&config, &path, json),
@@ -552,6 +576,7 @@ fn fetch(
         &FetchBody {
             file_id,
             timeout_secs: timeout,
+            only_from: None,
         },
     )?;
     let receipt: FetchReceipt = loop {

@@ -88,10 +88,34 @@ impl<T: Transport> Node<T> {
         timeout: Duration,
         sink: mpsc::Sender<FetchEvent>,
     ) -> Result<FetchReceipt, Error> {
+        self.fetch_from(file, timeout, sink, None).await
+    }
+
+    /// [`Self::fetch`], asking only member `only_from` for chunks when given: the client–server
+    /// baseline `blocktorrent bench overlay` measures the swarm against. Every chunk must have
+    /// that member among its owners.
+    pub async fn fetch_from(
+        &self,
+        file: FileId,
+        timeout: Duration,
+        sink: mpsc::Sender<FetchEvent>,
+        only_from: Option<ledger::MemberId>,
+    ) -> Result<FetchReceipt, Error> {
         let start = tokio::time::Instant::now();
         let shared = &self.shared;
         let _active = crate::metrics::GaugeGuard::new(&shared.metrics.fetches_active);
         let record = shared.file(file).await?;
+        if let Some(member) = only_from
+            && let Some(index) = record
+                .table
+                .chunk_owners
+                .iter()
+                .position(|owners| !owners.contains(&member))
+        {
+            return Err(Error::Invalid(format!(
+                "member {member} holds no copy of chunk {index} of file {file}"
+            )));
+        }
         // The ledger refuses deposits (so releases) until the table is complete; check anyway
         // before indexing it chunk by chunk.
         if !record.is_complete() {
@@ -142,9 +166,11 @@ impl<T: Transport> Node<T> {
                 },
                 async {
                     match upcoming {
-                        Some(range) => fetch_window(shared, table, &layout, range, &excluded)
-                            .await
-                            .map(Some),
+                        Some(range) => {
+                            fetch_window(shared, table, &layout, range, &excluded, only_from)
+                                .await
+                                .map(Some)
+                        }
                         None => Ok(None),
                     }
                 }
@@ -215,11 +241,13 @@ async fn fetch_window<T: Transport>(
     layout: &ChunkLayout,
     range: std::ops::Range<u32>,
     excluded: &BTreeSet<PeerId>,
+    only_from: Option<ledger::MemberId>,
 ) -> Result<Fetched, Error> {
     let specs: Vec<ChunkSpec> = range
         .map(|index| {
             let owners: Vec<PeerId> = table.chunk_owners[index as usize]
                 .iter()
+                .filter(|m| only_from.is_none_or(|only| only == **m))
                 .map(|m| PeerId::from_bytes(*m.as_bytes()))
                 .collect();
             let honest: Vec<PeerId> = owners
