@@ -65,14 +65,32 @@ impl<T: Transport> Node<T> {
     /// Files an access request for `file`.
     pub async fn request(&self, file: FileId, reason: String) -> Result<RequestReceipt, Error> {
         self.shared.file(file).await?;
-        let receipt = self
+        match self
             .shared
             .submit_applied(Body::RequestAccess { file, reason })
-            .await?;
-        Ok(RequestReceipt {
-            request_id: receipt.tx,
-            height: receipt.height,
-        })
+            .await
+        {
+            Ok(receipt) => Ok(RequestReceipt {
+                request_id: receipt.tx,
+                height: receipt.height,
+            }),
+            // Settled in blocks this replica skipped by installing a snapshot: the contract
+            // state says whether the request was recorded, and in which block.
+            Err(Error::OutcomeUnknown { tx }) => {
+                let recorded = self
+                    .shared
+                    .query(move |replica| replica.state().request(&tx).map(|r| r.height))
+                    .await?;
+                match recorded {
+                    Some(height) => Ok(RequestReceipt {
+                        request_id: tx,
+                        height,
+                    }),
+                    None => Err(Error::OutcomeUnknown { tx }),
+                }
+            }
+            Err(error) => Err(error),
+        }
     }
 
     /// Recreates `file` using this member's latest access request for it, waiting up to

@@ -63,7 +63,10 @@ fn a_sweep_of_seeds_with_every_fault_keeps_every_checker_green() {
 /// that had just restarted and skipped the probe's block through a snapshot, so it could not
 /// know the outcome (now it sends another probe); 1248 (with bad shares) — a member had just
 /// installed a snapshot at its head, so it stored no block there, which the chain checker took
-/// for a lost block (now its head is checked against the others' block at that height).
+/// for a lost block (now its head is checked against the others' block at that height); 3113
+/// (all faults, after group commit) — the auditor's access request was settled in blocks it
+/// skipped through a snapshot, and `Node::request` gave up with "outcome unknown" (now it looks
+/// the request up in the contract state).
 #[test]
 fn seeds_the_long_sweep_found_stay_green() {
     // Each with the faults `all` meant when it was found: the schedule is drawn from the list.
@@ -71,6 +74,10 @@ fn seeds_the_long_sweep_found_stay_green() {
         (1030, "crash,partition,loss,duplicate,corrupt"),
         (1242, "crash,partition,loss,duplicate,corrupt"),
         (1248, "crash,partition,loss,duplicate,corrupt,bad-shares"),
+        (
+            3113,
+            "crash,partition,loss,duplicate,corrupt,bad-shares,disk",
+        ),
     ];
     for (seed, faults) in found_with {
         let config = SimConfig {
