@@ -248,14 +248,7 @@ fn sign_round(
                 })
             })
             .collect();
-        handles
-            .into_iter()
-            .map(|handle| {
-                handle
-                    .join()
-                    .unwrap_or_else(|_| Err(anyhow!("a signing thread panicked")))
-            })
-            .collect()
+        join_all(handles, "signing").into_iter().collect()
     })
 }
 
@@ -301,14 +294,7 @@ fn run_round(
             .zip(schedules)
             .map(|(participant, schedule)| scope.spawn(move || send(participant, schedule, start)))
             .collect();
-        handles
-            .into_iter()
-            .map(|handle| {
-                handle
-                    .join()
-                    .unwrap_or_else(|_| Err(anyhow!("a sending thread panicked")))
-            })
-            .collect()
+        join_all(handles, "sending")
     });
     let mut outcomes = Vec::new();
     let mut last_ack = Duration::ZERO;
@@ -520,12 +506,9 @@ pub(crate) fn overlay(options: &OverlayBench) -> anyhow::Result<()> {
             let handles: Vec<_> = (0..auditors)
                 .map(|_| scope.spawn(|| timed_fetch(&auditor, file_id, None)))
                 .collect();
-            for handle in handles {
-                handle
-                    .join()
-                    .unwrap_or_else(|_| Err(anyhow!("a fetching thread panicked")))?;
-            }
-            Ok(())
+            join_all(handles, "fetching")
+                .into_iter()
+                .try_for_each(|took| took.map(drop))
         })?;
         let aggregate = mb_s(options.file_bytes * auditors as u64, start.elapsed());
         if !options.json {
@@ -624,4 +607,19 @@ impl std::io::Read for RandomBytes {
         self.left -= n as u64;
         Ok(n)
     }
+}
+
+/// Each thread's result, a panic counting as an error of the thread doing `what`.
+fn join_all<T>(
+    handles: Vec<std::thread::ScopedJoinHandle<'_, anyhow::Result<T>>>,
+    what: &str,
+) -> Vec<anyhow::Result<T>> {
+    handles
+        .into_iter()
+        .map(|handle| {
+            handle
+                .join()
+                .unwrap_or_else(|_| Err(anyhow!("a {what} thread panicked")))
+        })
+        .collect()
 }
