@@ -8,9 +8,10 @@
 //!   [`crate::MAX_RECORD_BYTES`]) → [`crate::StoreReceipt`]; with `Accept:`
 //!   [`frames::CONTENT_TYPE`], a framed stream of progress frames and then the receipt
 //! - `POST /v1/request` — `{"file_id", "reason"}` → [`crate::RequestReceipt`]
-//! - `POST /v1/fetch` — `{"file_id", "timeout_secs"}` → a framed stream ([`frames`]): the
-//!   plaintext in data frames, progress frames, then a [`crate::FetchReceipt`] or an error.
-//!   The node writes nothing to disk: the client writes the file.
+//! - `POST /v1/fetch` — `{"file_id", "timeout_secs"[, "only_from"]}` → a framed stream
+//!   ([`frames`]): the plaintext in data frames, progress frames, then a
+//!   [`crate::FetchReceipt`] or an error. The node writes nothing to disk: the client writes the
+//!   file. `only_from` (a member's name) asks that member alone for chunks.
 //! - `GET /v1/status` → [`crate::Status`]
 //! - `GET /v1/file/{file_id}` → [`FileView`]
 //! - `GET /v1/chain/verify` → [`crate::ChainReport`]
