@@ -643,8 +643,9 @@ impl Replica {
     /// audit's releases from hundreds of holders made as many blocks, each a durable write at
     /// every replica). The follower ran the cheap checks; the leader does not repeat them, so
     /// a transaction the state has since made stale still reaches a block and its sender learns
-    /// the rejection there. One already pooled or proposed here, or that finds the pool full, is
-    /// dropped: its follower proposes it again after `retry_after_ms` if it never commits.
+    /// the rejection there. One already pooled or proposed here is skipped; from the first that
+    /// does not fit (too large, or the pool full) the rest of the forward is dropped, and its
+    /// follower proposes it again after `retry_after_ms` if it never commits.
     fn pool_forwarded(&mut self, message: &Message) -> Result<(), Error> {
         // `check_entries` let through only a forward of exactly one normal entry.
         let Some(entry) = message.get_entries().first() else {

@@ -175,23 +175,22 @@ async fn perform<T: Transport>(
     let mut failures = Vec::new();
     // Opening and verifying shares is the CPU-heavy part: it runs on the compute pool, in
     // chunks started together so they use every core.
-    let checks: Vec<_> = duties
-        .deposits
-        .chunks(CHECKS_PER_JOB)
-        .map(|chunk| {
-            let chunk = chunk.to_vec();
-            let sealing = shared.sealing.clone();
-            shared.compute.start(move || {
-                chunk
-                    .into_iter()
-                    .map(|record| {
-                        let problem = deposit_problem(&sealing, &me, &record);
-                        (record, problem)
-                    })
-                    .collect::<Vec<_>>()
-            })
-        })
-        .collect();
+    let mut checks = Vec::new();
+    let mut deposits = duties.deposits;
+    while !deposits.is_empty() {
+        let rest = deposits.split_off(deposits.len().min(CHECKS_PER_JOB));
+        let chunk = std::mem::replace(&mut deposits, rest);
+        let sealing = shared.sealing.clone();
+        checks.push(shared.compute.start(move || {
+            chunk
+                .into_iter()
+                .map(|record| {
+                    let problem = deposit_problem(&sealing, &me, &record);
+                    (record, problem)
+                })
+                .collect::<Vec<_>>()
+        }));
+    }
     for check in checks {
         let checked = match check.await {
             Ok(checked) => checked,

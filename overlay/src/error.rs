@@ -47,12 +47,6 @@ pub enum StoreError {
         /// The claimed hash.
         expected: ChunkHash,
     },
-    /// Stored bytes no longer match their hash (disk corruption); they are not served.
-    #[error("stored chunk {hash} is corrupt")]
-    Corrupt {
-        /// The chunk's hash.
-        hash: ChunkHash,
-    },
     /// The pushing peer has used its quota.
     #[error("peer {peer} is over its storage quota of {quota_bytes} bytes")]
     QuotaExceeded {

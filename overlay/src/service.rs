@@ -76,10 +76,6 @@ fn refusal(from: &PeerId, error: StoreError) -> RemoteError {
         StoreError::HashMismatch { .. } => RemoteError::HashMismatch,
         StoreError::QuotaExceeded { .. } => RemoteError::QuotaExceeded,
         StoreError::TooLarge { .. } => RemoteError::TooLarge,
-        StoreError::Corrupt { hash } => {
-            tracing::error!(%hash, "stored chunk is corrupt; not serving it");
-            RemoteError::Internal
-        }
         StoreError::Redb(error) => {
             tracing::error!(%from, %error, "chunk store failed");
             RemoteError::Internal

@@ -161,7 +161,7 @@ impl ChunkStore {
                 report.chunks += 1;
                 report.bytes += bytes.len() as u64;
                 if ChunkHash::of(bytes) != hash {
-                    rotten.push((hash, bytes.to_vec()));
+                    rotten.push(hash);
                 }
                 if report.bytes >= budget_bytes {
                     report.resume_after = Some(hash);
@@ -175,7 +175,7 @@ impl ChunkStore {
             {
                 let mut chunks = txn.open_table(CHUNKS)?;
                 let mut quarantine = txn.open_table(QUARANTINE)?;
-                for (hash, _) in &rotten {
+                for hash in &rotten {
                     // Read again: one misread must not take a good chunk out of service.
                     let Some(bytes) = chunks.remove(hash.as_bytes())?.map(|v| v.value().to_vec())
                     else {
