@@ -23,6 +23,7 @@ use rustls::pki_types::{
 use rustls::server::danger::{ClientCertVerified, ClientCertVerifier};
 use rustls::sign::CertifiedKey;
 use rustls::{DigitallySignedStruct, DistinguishedName, SignatureScheme};
+use sha3::{Digest, Sha3_256};
 use tokio::task::JoinHandle;
 
 use crate::error::{FrameError, QuicError, TransportError};
@@ -36,6 +37,36 @@ use crate::wire::{write_frame, write_raw_frame};
 const ED25519_SPKI_PREFIX: [u8; 12] = [
     0x30, 0x2a, 0x30, 0x05, 0x06, 0x03, 0x2b, 0x65, 0x70, 0x03, 0x21, 0x00,
 ];
+
+/// Domain labels of the endpoint keys derived from a member's signing key.
+const RESET_KEY_LABEL: &[u8] = b"blocktorrent quic stateless reset v1";
+const CID_KEY_LABEL: &[u8] = b"blocktorrent quic connection ids v1";
+
+/// The endpoint's stateless-reset key and connection-id key, derived from the member's signing
+/// key so they survive a restart. A restarted member then recognises the connection ids of its
+/// previous run and answers their packets with a stateless reset its peers accept (RFC 9000
+/// §10.3), so they dial again at once. With quinn's defaults, random keys per run, the new
+/// endpoint drops those packets as bearing invalid ids, and a peer keeps sending on the dead
+/// connection until it idles out (30 s): a Raft leader could not reach a follower restarted
+/// after a crash for that long.
+fn endpoint_config(signing_key: &SigningKey) -> quinn::EndpointConfig {
+    let derive = |label: &[u8]| {
+        Sha3_256::new()
+            .chain_update(label)
+            .chain_update(signing_key.as_bytes())
+            .finalize()
+    };
+    let reset_key = ring::hmac::Key::new(ring::hmac::HMAC_SHA256, &derive(RESET_KEY_LABEL));
+    let cid_digest = derive(CID_KEY_LABEL);
+    let mut cid_key = [0u8; 8];
+    cid_key.copy_from_slice(&cid_digest[..8]);
+    let cid_key = u64::from_le_bytes(cid_key);
+    let mut config = quinn::EndpointConfig::new(Arc::new(reset_key));
+    config.cid_generator(move || {
+        Box::new(quinn_proto::HashedConnectionIdGenerator::from_key(cid_key))
+    });
+    config
+}
 
 /// The TLS server name clients send. Verification is by key, so it is a fixed label.
 const SERVER_NAME: &str = "blocktorrent";
@@ -334,7 +365,7 @@ impl QuicTransport {
         let runtime =
             quinn::default_runtime().ok_or_else(|| bind_error("no tokio runtime".to_string()))?;
         let mut endpoint = quinn::Endpoint::new(
-            quinn::EndpointConfig::default(),
+            endpoint_config(signing_key),
             Some(server_config),
             socket,
             runtime,

@@ -450,3 +450,59 @@ async fn fetch_names_chunks_no_owner_can_serve() {
         FetchError::Unavailable { chunks: vec![1] }
     );
 }
+
+/// A peer that crashes (no CONNECTION_CLOSE sent) and restarts on the same address with the same
+/// key is reachable again at once: its new endpoint answers the old connection's packets with a
+/// stateless reset the dialler recognises, so the dialler drops the dead connection and dials
+/// again instead of waiting for the idle timeout (30 s).
+#[test]
+fn a_peer_restarted_after_a_crash_is_reached_again_at_once() {
+    let (a, b) = (key(1), key(2));
+    let runtime = |threads| {
+        tokio::runtime::Builder::new_multi_thread()
+            .worker_threads(threads)
+            .enable_all()
+            .build()
+            .unwrap()
+    };
+    let loopback: SocketAddr = "127.0.0.1:0".parse().unwrap();
+    let bind_b = |at: SocketAddr, runtime: &tokio::runtime::Runtime| {
+        let _entered = runtime.enter();
+        let book = BTreeMap::from([(peer_of(&a), loopback), (peer_of(&b), at)]);
+        QuicTransport::bind(&b, at, book, Arc::new(service())).unwrap()
+    };
+    let first_run = runtime(1);
+    let b_first = bind_b(loopback, &first_run);
+    let b_addr = b_first.local_addr().unwrap();
+
+    let a_runtime = runtime(1);
+    let a_side = {
+        let _entered = a_runtime.enter();
+        let book = BTreeMap::from([(peer_of(&a), loopback), (peer_of(&b), b_addr)]);
+        QuicTransport::bind(&a, loopback, book, Arc::new(service())).unwrap()
+    };
+    let ping = |nonce| a_side.request(peer_of(&b), Request::Ping { nonce }, Duration::from_secs(2));
+    assert_eq!(
+        a_runtime.block_on(ping(1)).unwrap(),
+        Response::Pong { nonce: 1 }
+    );
+
+    // The crash: B's tasks stop where they are, then its socket closes; nothing is sent.
+    drop(first_run);
+    drop(b_first);
+    let second_run = runtime(1);
+    let _b_second = bind_b(b_addr, &second_run);
+
+    // The first ping may meet the dead connection (and its reset); the next must get through.
+    let started = std::time::Instant::now();
+    let answers: Vec<_> = (2..5)
+        .map(|nonce| a_runtime.block_on(ping(nonce)))
+        .collect();
+    assert!(
+        answers
+            .iter()
+            .any(|answer| matches!(answer, Ok(Response::Pong { .. }))),
+        "no ping reached the restarted peer in {:?}: {answers:?}",
+        started.elapsed()
+    );
+}
