@@ -59,7 +59,16 @@ trap 'exit 143' INT TERM
 
 config() { echo "$dir/member-$1/node.toml"; }
 pid_of() { cat "$dir/member-$1/node.pid" 2>/dev/null || echo 0; }
-running() { local pid; pid=$(pid_of "$1"); [ "$pid" != 0 ] && kill -0 "$pid" 2>/dev/null; }
+alive() { # alive PID: the process exists and is not a zombie (an orphan's may linger unreaped)
+    local state
+    state=$(sed -n 's/^[0-9]* (.*) \([A-Z]\) .*/\1/p' "/proc/$1/stat" 2>/dev/null) || return 1
+    [ -n "$state" ] && [ "$state" != Z ]
+}
+running() { local pid; pid=$(pid_of "$1"); [ "$pid" != 0 ] && alive "$pid"; }
+wait_gone() { # waits (bounded) until PID is gone, so its ports are free for the restart
+    local deadline=$((SECONDS + 30))
+    while alive "$1" && [ $SECONDS -lt $deadline ]; do sleep 0.05; done
+}
 json_field() { # json_field NAME: the value of a top-level string or number field on stdin
     sed -n "s/.*\"$1\":\"\{0,1\}\([^\",}]*\)\"\{0,1\}[,}].*/\1/p" | head -n 1
 }
@@ -69,9 +78,10 @@ start_member() { # starts member K in a session of its own, not as a job of this
         echo $! >"$dir/member-$1/node.pid"
     )
 }
-wait_ready() { # waits (bounded) until member K answers and knows a leader
+wait_ready() { # waits (bounded) until member K answers and knows a leader; fails if it exits
     local deadline=$((SECONDS + 60))
     while [ $SECONDS -lt $deadline ]; do
+        running "$1" || return 1
         if "$bt" status --config "$(config "$1")" --json 2>/dev/null | grep -q '"leader":"'; then
             return 0
         fi
@@ -110,7 +120,7 @@ load() {
 # Killer: every kill_every seconds SIGKILLs a member (the leader every other time), restarts it
 # after up to two seconds, and waits until it is back, so a quorum always survives.
 kill_loop() {
-    local kills=0 leader_kills=0 victim leader
+    local kills=0 leader_kills=0 failed_restarts=0 victim leader pid
     local end=$((SECONDS + duration))
     while [ $SECONDS -lt $end ]; do
         sleep "$kill_every"
@@ -122,13 +132,19 @@ kill_loop() {
         if running "$victim"; then
             [ "$("$bt" status --config "$(config "$victim")" --json 2>/dev/null | json_field leader)" = "member-$victim" ] &&
                 leader_kills=$((leader_kills + 1))
-            kill -9 "$(pid_of "$victim")" 2>/dev/null || true
+            pid=$(pid_of "$victim")
+            kill -9 "$pid" 2>/dev/null || true
+            wait_gone "$pid"
             kills=$((kills + 1))
         fi
         sleep "$((RANDOM % 3))"
         start_member "$victim"
-        wait_ready "$victim" || echo "soak: member-$victim did not come back within 60 s" >&2
-        echo "$kills $leader_kills" >"$work/kills"
+        if ! wait_ready "$victim"; then
+            failed_restarts=$((failed_restarts + 1))
+            echo "soak: member-$victim did not come back within 60 s; see its node.log" >&2
+            tail -n 3 "$dir/member-$victim/node.log" >&2 || true
+        fi
+        echo "$kills $leader_kills $failed_restarts" >"$work/kills"
     done
 }
 
@@ -140,7 +156,7 @@ kill_loop
 touch "$work/stop"
 wait "${loader_pids[@]}" || true
 loader_pids=()
-read -r kills leader_kills <"$work/kills" || { kills=0; leader_kills=0; }
+read -r kills leader_kills failed_restarts <"$work/kills" || { kills=0; leader_kills=0; failed_restarts=0; }
 
 for k in $(seq 1 "$members"); do
     running "$k" || { start_member "$k"; wait_ready "$k" || true; }
@@ -200,5 +216,5 @@ while read -r file_id path; do
     rm -f "$work/out/$file_id"
 done <"$work/acked"
 
-echo "soak: acknowledged $acked, kills $kills (leader $leader_kills), heads agree $([ $agree = 1 ] && echo "after ${caught_up} s" || echo "NO"), chain verify $verified/$members, files recovered $recovered, lost $lost, unrecoverable $unrecoverable"
-[ "$agree" = 1 ] && [ "$verified" = "$members" ] && [ "$lost" = 0 ] && [ "$unrecoverable" = 0 ] && [ "$acked" -gt 0 ]
+echo "soak: acknowledged $acked, kills $kills (leader $leader_kills), failed restarts $failed_restarts, heads agree $([ $agree = 1 ] && echo "after ${caught_up} s" || echo "NO"), chain verify $verified/$members, files recovered $recovered, lost $lost, unrecoverable $unrecoverable"
+[ "$agree" = 1 ] && [ "$failed_restarts" = 0 ] && [ "$verified" = "$members" ] && [ "$lost" = 0 ] && [ "$unrecoverable" = 0 ] && [ "$acked" -gt 0 ]

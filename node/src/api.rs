@@ -231,6 +231,17 @@ struct ApiState<T: Transport> {
 /// What every handler extracts: the node and the admin token.
 type Api<T> = State<Arc<ApiState<T>>>;
 
+/// Admits a request whose bearer token is the node's, before its handler reads any of the body:
+/// a client without the token gets 401 without the node buffering or parsing what it sent.
+async fn require_token<T: Transport>(
+    State(state): Api<T>,
+    request: axum::extract::Request,
+    next: axum::middleware::Next,
+) -> Result<Response, ApiError> {
+    authorize(&state, request.headers())?;
+    Ok(next.run(request).await)
+}
+
 fn authorize<T: Transport>(state: &ApiState<T>, headers: &HeaderMap) -> Result<(), ApiError> {
     let presented = headers
         .get(header::AUTHORIZATION)
@@ -262,6 +273,7 @@ pub fn router<T: Transport>(node: Arc<Node<T>>, token: String, shutdown: Arc<Not
         token,
         shutdown,
     });
+    let admitted = axum::middleware::from_fn_with_state(state.clone(), require_token::<T>);
     Router::new()
         .route("/v1/request", post(request::<T>))
         .route("/v1/fetch", post(fetch::<T>))
@@ -270,7 +282,6 @@ pub fn router<T: Transport>(node: Arc<Node<T>>, token: String, shutdown: Arc<Not
         .route("/v1/chain/verify", get(verify::<T>))
         .route("/v1/ledger/nonces", get(nonces::<T>))
         .route("/v1/shutdown", post(shutdown_node::<T>))
-        .route("/metrics", get(metrics::<T>))
         .layer(DefaultBodyLimit::max(MAX_JSON_BYTES))
         // The store body is streamed into the private database, bounded by the record limit.
         .route(
@@ -281,15 +292,16 @@ pub fn router<T: Transport>(node: Arc<Node<T>>, token: String, shutdown: Arc<Not
             "/v1/ledger/txs",
             post(submit_txs::<T>).layer(DefaultBodyLimit::max(MAX_TX_BATCH_BYTES)),
         )
+        // Every route above needs the token; `/metrics` (heights, counters, no secrets) does not.
+        .route_layer(admitted)
+        .route("/metrics", get(metrics::<T>))
         .with_state(state)
 }
 
 async fn submit_txs<T: Transport>(
     State(state): Api<T>,
-    headers: HeaderMap,
     body: Bytes,
 ) -> Result<Json<TxBatchAnswer>, ApiError> {
-    authorize(&state, &headers)?;
     let txs: Vec<ledger::Transaction> = postcard::from_bytes(&body).map_err(|error| {
         ApiError(
             StatusCode::BAD_REQUEST,
@@ -328,11 +340,7 @@ async fn submit_txs<T: Transport>(
     Ok(Json(TxBatchAnswer { outcomes }))
 }
 
-async fn nonces<T: Transport>(
-    State(state): Api<T>,
-    headers: HeaderMap,
-) -> Result<Json<Nonces>, ApiError> {
-    authorize(&state, &headers)?;
+async fn nonces<T: Transport>(State(state): Api<T>) -> Result<Json<Nonces>, ApiError> {
     let nonces = state.node.nonces().await?;
     Ok(Json(Nonces { nonces }))
 }
@@ -342,7 +350,6 @@ async fn store<T: Transport>(
     headers: HeaderMap,
     mut body: Body,
 ) -> Result<Response, ApiError> {
-    authorize(&state, &headers)?;
     let node = state.node.clone();
     // A file the ledger could not register is refused before its bytes are uploaded.
     if let Some(len) = headers
@@ -407,19 +414,15 @@ async fn store<T: Transport>(
 
 async fn request<T: Transport>(
     State(state): Api<T>,
-    headers: HeaderMap,
     Json(body): Json<RequestBody>,
 ) -> Result<Json<crate::RequestReceipt>, ApiError> {
-    authorize(&state, &headers)?;
     Ok(Json(state.node.request(body.file_id, body.reason).await?))
 }
 
 async fn fetch<T: Transport>(
     State(state): Api<T>,
-    headers: HeaderMap,
     Json(body): Json<FetchBody>,
 ) -> Result<Response, ApiError> {
-    authorize(&state, &headers)?;
     let node = state.node.clone();
     let timeout = Duration::from_secs(body.timeout_secs.min(MAX_FETCH_TIMEOUT_SECS));
     let only_from = match &body.only_from {
@@ -464,20 +467,14 @@ async fn fetch<T: Transport>(
     Ok(framed_response(FrameBody::Bounded(response)))
 }
 
-async fn status<T: Transport>(
-    State(state): Api<T>,
-    headers: HeaderMap,
-) -> Result<Json<crate::Status>, ApiError> {
-    authorize(&state, &headers)?;
+async fn status<T: Transport>(State(state): Api<T>) -> Result<Json<crate::Status>, ApiError> {
     Ok(Json(state.node.status().await?))
 }
 
 async fn file<T: Transport>(
     State(state): Api<T>,
-    headers: HeaderMap,
     Path(file_id): Path<String>,
 ) -> Result<Json<FileView>, ApiError> {
-    authorize(&state, &headers)?;
     let file_id: FileId = file_id.parse().map_err(|error| {
         ApiError(
             StatusCode::BAD_REQUEST,
@@ -514,19 +511,13 @@ async fn file<T: Transport>(
     }))
 }
 
-async fn verify<T: Transport>(
-    State(state): Api<T>,
-    headers: HeaderMap,
-) -> Result<Json<crate::ChainReport>, ApiError> {
-    authorize(&state, &headers)?;
+async fn verify<T: Transport>(State(state): Api<T>) -> Result<Json<crate::ChainReport>, ApiError> {
     Ok(Json(state.node.verify_chain().await?))
 }
 
 async fn shutdown_node<T: Transport>(
     State(state): Api<T>,
-    headers: HeaderMap,
 ) -> Result<Json<serde_json::Value>, ApiError> {
-    authorize(&state, &headers)?;
     state.shutdown.notify_one();
     Ok(Json(serde_json::json!({ "stopping": true })))
 }

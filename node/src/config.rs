@@ -273,15 +273,29 @@ impl LoadedConfig {
         Ok(keys)
     }
 
-    /// The admin token.
+    /// The admin token. Refuses one shorter than [`MIN_TOKEN_CHARS`]: an empty token would let
+    /// any request without an `Authorization` header through.
     pub fn token(&self) -> Result<String, Error> {
-        read_secret(&self.config.keys_dir.join(TOKEN_FILE)).map(|token| token.trim().to_owned())
+        let path = self.config.keys_dir.join(TOKEN_FILE);
+        let token = read_secret(&path)?.trim().to_owned();
+        if token.chars().count() < MIN_TOKEN_CHARS {
+            return Err(Error::config(
+                &path,
+                format!(
+                    "the admin token must be at least {MIN_TOKEN_CHARS} characters \
+                     (`init` writes 64 hex digits)"
+                ),
+            ));
+        }
+        Ok(token)
     }
 }
 
 const SIGNING_KEY_FILE: &str = "signing.key";
 const SEALING_KEY_FILE: &str = "sealing.key";
 const TOKEN_FILE: &str = "admin.token";
+/// Shortest admin token a node accepts.
+pub const MIN_TOKEN_CHARS: usize = 16;
 
 /// A member's secret keys.
 pub struct Keys {

@@ -245,3 +245,44 @@ fn bad_input_gives_one_clear_error() {
     assert_eq!(malformed.status.code(), Some(1));
     assert!(String::from_utf8_lossy(&malformed.stderr).contains("node.toml"));
 }
+
+/// A node refuses to start with an empty admin token: with one, any request without an
+/// `Authorization` header would be admitted.
+#[test]
+fn a_node_refuses_an_empty_admin_token() {
+    let dir = TempDir(std::env::temp_dir().join(format!("bt-token-{}", std::process::id())));
+    let base = free_base_port().to_string();
+    let dir_arg = dir.0.to_str().unwrap();
+    run(&[
+        "init",
+        "--dir",
+        dir_arg,
+        "--members",
+        "2",
+        "--base-port",
+        &base,
+    ]);
+    let member = dir.0.join("member-1");
+    std::fs::write(member.join("keys/admin.token"), "  \n").unwrap();
+    let mut node = Command::new(BIN)
+        .args(["run", "--config"])
+        .arg(member.join("node.toml"))
+        .stderr(std::process::Stdio::piped())
+        .spawn()
+        .unwrap();
+    let deadline = Instant::now() + Duration::from_secs(20);
+    let status = loop {
+        if let Some(status) = node.try_wait().unwrap() {
+            break status;
+        }
+        if Instant::now() > deadline {
+            let _ = node.kill();
+            let _ = node.wait();
+            panic!("the node started with an empty admin token");
+        }
+        std::thread::sleep(Duration::from_millis(50));
+    };
+    let stderr = std::io::read_to_string(node.stderr.take().unwrap()).unwrap();
+    assert_eq!(status.code(), Some(1), "{stderr}");
+    assert!(stderr.contains("admin token"), "{stderr}");
+}

@@ -16,7 +16,8 @@
 //!
 //! Requests: `Ping { nonce }` → `Pong { nonce }`; `PutChunk { hash, bytes }` → `Stored` (the
 //! receiver checks the hash and the sender's quota first); `GetChunk { hash }` → `Chunk { bytes }`
-//! (the server re-hashes before sending; the client checks again on receipt);
+//! (the server checked the hash when it stored the chunk and a scrubber re-checks stored chunks
+//! at a bounded rate; the client checks every chunk on receipt);
 //! `HasChunks { hashes }` → `Has { present }`. Any of them may instead be answered by
 //! `Error(RemoteError)`, a typed reason.
 
