@@ -60,14 +60,24 @@ trap 'exit 143' INT TERM
 config() { echo "$dir/member-$1/node.toml"; }
 pid_of() { cat "$dir/member-$1/node.pid" 2>/dev/null || echo 0; }
 alive() { # alive PID: the process exists and is not a zombie (an orphan's may linger unreaped)
-    local state
-    state=$(sed -n 's/^[0-9]* (.*) \([A-Z]\) .*/\1/p' "/proc/$1/stat" 2>/dev/null) || return 1
-    [ -n "$state" ] && [ "$state" != Z ]
+    local state threads
+    state=$(sed -n 's/^[0-9]* (.*) \([A-Za-z]\) .*/\1/p' "/proc/$1/stat" 2>/dev/null) || return 1
+    [ -n "$state" ] || return 1
+    [ "$state" != Z ] && return 0
+    # A killed process's main thread can be a zombie while its other threads still exit, holding
+    # its sockets: alive until they are gone.
+    threads=$(ls "/proc/$1/task" 2>/dev/null | wc -l)
+    [ "$threads" -gt 1 ]
 }
 running() { local pid; pid=$(pid_of "$1"); [ "$pid" != 0 ] && alive "$pid"; }
 wait_gone() { # waits (bounded) until PID is gone, so its ports are free for the restart
-    local deadline=$((SECONDS + 30))
+    local deadline=$((SECONDS + 120)) started=$SECONDS
     while alive "$1" && [ $SECONDS -lt $deadline ]; do sleep 0.05; done
+    if alive "$1"; then
+        echo "soak: pid $1 still alive 120 s after SIGKILL: $(cat "/proc/$1/stat" 2>/dev/null)" >&2
+    elif [ $((SECONDS - started)) -gt 5 ]; then
+        echo "soak: pid $1 took $((SECONDS - started)) s to die after SIGKILL" >&2
+    fi
 }
 json_field() { # json_field NAME: the value of a top-level string or number field on stdin
     sed -n "s/.*\"$1\":\"\{0,1\}\([^\",}]*\)\"\{0,1\}[,}].*/\1/p" | head -n 1
@@ -129,7 +139,9 @@ kill_loop() {
             leader=$("$bt" status --config "$(config "$victim")" --json 2>/dev/null | json_field leader || true)
             case $leader in member-*) victim=${leader#member-} ;; esac
         fi
-        if running "$victim"; then
+        if ! running "$victim"; then
+            echo "soak: member-$victim (pid $(pid_of "$victim")) was not running before its kill" >&2
+        else
             [ "$("$bt" status --config "$(config "$victim")" --json 2>/dev/null | json_field leader)" = "member-$victim" ] &&
                 leader_kills=$((leader_kills + 1))
             pid=$(pid_of "$victim")

@@ -2,7 +2,7 @@
 //! it (so a node can be restarted on what it left), keeps what was synced apart from what was
 //! only written (so a crash can lose the latter), and can be made to fail.
 
-use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::sync::{Arc, Mutex, PoisonError};
 
 use redb::StorageBackend;
@@ -12,18 +12,40 @@ use redb::StorageBackend;
 /// exactly what was synced, as a power cut would. One copy of the data plus what changed since the
 /// last sync, in pages allocated when first written (redb grows its files in large steps it
 /// does not fill at once): a simulator runs a thousand of these. Its writes (and syncs) can be
-/// made to fail.
-#[derive(Debug, Clone, Default)]
+/// made to fail, and its power cut after a given number of them
+/// ([`MemoryDisk::cut_power_after`]), for crash-consistency runs over every cut point.
+#[derive(Debug, Clone)]
 pub struct MemoryDisk {
     state: Arc<Mutex<DiskState>>,
     /// While set, writes, resizes and syncs fail (an injected I/O error).
     pub failing: Arc<AtomicBool>,
+    /// Writes, resizes and syncs still allowed before the power is cut ([`NO_CUT`]: never).
+    power_left: Arc<AtomicU64>,
+    /// Writes, resizes and syncs done so far.
+    ops: Arc<AtomicU64>,
 }
+
+impl Default for MemoryDisk {
+    fn default() -> Self {
+        Self {
+            state: Arc::default(),
+            failing: Arc::default(),
+            power_left: Arc::new(AtomicU64::new(NO_CUT)),
+            ops: Arc::default(),
+        }
+    }
+}
+
+/// `power_left` when no cut is planned.
+const NO_CUT: u64 = u64::MAX;
 
 const PAGE: usize = 4096;
 
 /// What a failing [`MemoryDisk`]'s writes and syncs report.
 pub const INJECTED_FAILURE: &str = "injected write failure";
+
+/// What a [`MemoryDisk`] whose power was cut reports.
+pub const POWER_CUT: &str = "power cut";
 
 #[derive(Debug, Default)]
 struct DiskState {
@@ -115,11 +137,37 @@ impl DiskState {
 }
 
 impl MemoryDisk {
+    /// Whether a write, resize or sync may go ahead; counts it if so.
     fn check(&self) -> Result<(), std::io::Error> {
         if self.failing.load(Ordering::SeqCst) {
             return Err(std::io::Error::other(INJECTED_FAILURE));
         }
+        let powered = self
+            .power_left
+            .fetch_update(Ordering::SeqCst, Ordering::SeqCst, |left| match left {
+                NO_CUT => Some(NO_CUT),
+                0 => None,
+                left => Some(left - 1),
+            })
+            .is_ok();
+        if !powered {
+            self.failing.store(true, Ordering::SeqCst);
+            return Err(std::io::Error::other(POWER_CUT));
+        }
+        self.ops.fetch_add(1, Ordering::SeqCst);
         Ok(())
+    }
+
+    /// Cuts the power once `ops` more writes, resizes or syncs have been done: the next one, and
+    /// every one after it, fails. Then [`Self::after_crash`] or [`Self::after_torn_crash`] gives
+    /// the disk a restarted machine finds.
+    pub fn cut_power_after(&self, ops: u64) {
+        self.power_left.store(ops, Ordering::SeqCst);
+    }
+
+    /// Writes, resizes and syncs done on this disk so far (to choose cut points).
+    pub fn ops(&self) -> u64 {
+        self.ops.load(Ordering::SeqCst)
     }
 
     fn state(&self) -> std::sync::MutexGuard<'_, DiskState> {
@@ -137,7 +185,39 @@ impl MemoryDisk {
                 live: durable,
                 undo: Vec::new(),
             })),
-            failing: Arc::new(AtomicBool::new(false)),
+            ..Self::default()
+        }
+    }
+
+    /// [`Self::after_crash`], but each write, resize or truncation made since the last sync may
+    /// have reached the disk or not, each as `rng` decides, in any order: a power cut on a disk
+    /// that reorders what it was not yet told to make durable. Only what was synced is certain.
+    pub fn after_torn_crash<R: rand::Rng + ?Sized>(&self, rng: &mut R) -> Self {
+        self.failing.store(true, Ordering::SeqCst);
+        let state = self.state();
+        let mut pages = state.live.clone();
+        for undo in state.undo.iter().rev() {
+            if rand::RngExt::random_bool(rng, 0.5) {
+                continue;
+            }
+            match undo {
+                Undo::Bytes(offset, old) => {
+                    // A write past a length already put back has nothing left to undo.
+                    let end = (*offset + old.len()).min(pages.len);
+                    if *offset < end {
+                        pages.write(*offset, &old[..end - offset]);
+                    }
+                }
+                Undo::Len(len) => pages.set_len(*len),
+            }
+        }
+        drop(state);
+        Self {
+            state: Arc::new(Mutex::new(DiskState {
+                live: pages,
+                undo: Vec::new(),
+            })),
+            ..Self::default()
         }
     }
 
@@ -147,6 +227,52 @@ impl MemoryDisk {
         state.live = state.durable();
         state.undo.clear();
     }
+}
+
+/// Length of the magic number redb writes at the start of a database it has finished creating.
+const REDB_MAGIC_LEN: u64 = 9;
+
+/// Empties a database whose creation a crash interrupted, so that redb creates it again; says
+/// whether it did.
+///
+/// redb creates a database by sizing the file, writing and syncing its structures, and only
+/// then writing its magic number, so a crash in between is detectable: the file has a length
+/// but zeros where the magic goes. redb then refuses it as "not a redb database", and a node
+/// whose machine lost power while it first started could never start again. Such a file never
+/// held a commit (every commit goes through a header that already carries the magic), so
+/// emptying it loses nothing. A file with anything else there is left alone: not ours to erase.
+pub fn discard_unfinished_database(backend: &impl StorageBackend) -> std::io::Result<bool> {
+    let len = backend.len()?;
+    if len == 0 {
+        return Ok(false);
+    }
+    let mut magic = [0u8; REDB_MAGIC_LEN as usize];
+    let readable = len.min(REDB_MAGIC_LEN) as usize;
+    backend.read(0, &mut magic[..readable])?;
+    if magic.iter().any(|&byte| byte != 0) {
+        return Ok(false);
+    }
+    backend.set_len(0)?;
+    backend.sync_data()?;
+    Ok(true)
+}
+
+/// [`discard_unfinished_database`] for the database file at `path`, if there is one.
+pub fn discard_unfinished_database_file(path: &std::path::Path) -> std::io::Result<bool> {
+    let file = match std::fs::OpenOptions::new()
+        .read(true)
+        .write(true)
+        .open(path)
+    {
+        Ok(file) => file,
+        Err(error) if error.kind() == std::io::ErrorKind::NotFound => return Ok(false),
+        Err(error) => return Err(error),
+    };
+    let backend = redb::backends::FileBackend::new(file).map_err(|error| match error {
+        redb::DatabaseError::Storage(redb::StorageError::Io(error)) => error,
+        other => std::io::Error::other(other.to_string()),
+    })?;
+    discard_unfinished_database(&backend)
 }
 
 impl StorageBackend for MemoryDisk {
@@ -206,6 +332,46 @@ mod tests {
         assert!(disk.write(0, b"late").is_err());
         restarted.read(0, &mut read).unwrap_or(());
         assert_eq!(&read, b"synced");
+    }
+
+    #[test]
+    fn a_power_cut_fails_every_later_write_and_a_torn_crash_keeps_any_unsynced_subset() {
+        let disk = MemoryDisk::default();
+        disk.write(0, &[0u8; 300]).unwrap_or(());
+        disk.sync_data().unwrap_or(());
+        disk.cut_power_after(3);
+        for region in 0..3u8 {
+            assert!(
+                disk.write(u64::from(region) * 100, &[region + 1; 100])
+                    .is_ok()
+            );
+        }
+        assert!(
+            disk.sync_data().is_err(),
+            "the fourth operation meets the cut"
+        );
+        assert!(disk.write(0, b"late").is_err());
+        assert_eq!(disk.ops(), 5, "the first write and sync, then three writes");
+        let mut seen = [[false; 2]; 3];
+        for seed in 0..64 {
+            let mut rng = <rand::rngs::StdRng as rand::SeedableRng>::seed_from_u64(seed);
+            let torn = disk.after_torn_crash(&mut rng);
+            let mut bytes = vec![0u8; 300];
+            torn.read(0, &mut bytes).unwrap_or(());
+            for region in 0..3usize {
+                let part = &bytes[region * 100..(region + 1) * 100];
+                let written = part.iter().all(|&b| b == region as u8 + 1);
+                assert!(
+                    written || part.iter().all(|&b| b == 0),
+                    "a region is torn inside"
+                );
+                seen[region][usize::from(written)] = true;
+            }
+        }
+        assert_eq!(
+            seen, [[true; 2]; 3],
+            "each unsynced write was both kept and lost"
+        );
     }
 
     #[derive(Debug, Clone)]

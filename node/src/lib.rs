@@ -35,7 +35,10 @@ mod shared;
 mod store;
 
 pub use compute::{Compute, Job, Spawner};
-pub use disk::{INJECTED_FAILURE, MemoryDisk};
+pub use disk::{
+    INJECTED_FAILURE, MemoryDisk, POWER_CUT, discard_unfinished_database,
+    discard_unfinished_database_file,
+};
 pub use error::Error;
 pub use ledger_task::LedgerOpener;
 pub use metrics::Metrics;

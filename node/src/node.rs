@@ -47,6 +47,17 @@ impl Stores {
         std::fs::create_dir_all(data_dir).map_err(|error| Error::io(data_dir, error))?;
         let ledger_path = data_dir.join("ledger.redb");
         let chunks_path = data_dir.join("chunks.redb");
+        let private_path = data_dir.join("private.redb");
+        for path in [&ledger_path, &chunks_path, &private_path] {
+            if crate::disk::discard_unfinished_database_file(path)
+                .map_err(|error| Error::io(path, error))?
+            {
+                tracing::warn!(
+                    path = %path.display(),
+                    "a crash interrupted this database's creation; creating it again"
+                );
+            }
+        }
         Ok(Self {
             // Opened by `Node::start` (a bad file is reported then, with its path) and again
             // whenever the ledger task reopens it.
@@ -56,7 +67,7 @@ impl Stores {
             }),
             chunks: overlay::ChunkStore::open_file(&chunks_path, quota_bytes)
                 .map_err(|error| Error::config(&chunks_path, error))?,
-            private: PrivateDb::open_file(&data_dir.join("private.redb"))?,
+            private: PrivateDb::open_file(&private_path)?,
         })
     }
 }
