@@ -374,6 +374,33 @@ mod tests {
         );
     }
 
+    #[test]
+    fn only_a_database_file_without_its_magic_number_is_emptied() {
+        let dir = std::env::temp_dir().join(format!("bt-unborn-{}", std::process::id()));
+        std::fs::create_dir_all(&dir).unwrap_or(());
+        let unborn = dir.join("unborn.redb");
+        std::fs::write(&unborn, vec![0u8; 8192]).unwrap_or(());
+        let foreign = dir.join("foreign.redb");
+        std::fs::write(&foreign, b"not a database of ours").unwrap_or(());
+        assert!(matches!(
+            discard_unfinished_database_file(&unborn),
+            Ok(true)
+        ));
+        assert_eq!(std::fs::metadata(&unborn).map(|m| m.len()).ok(), Some(0));
+        assert!(matches!(
+            discard_unfinished_database_file(&foreign),
+            Ok(false)
+        ));
+        assert_eq!(std::fs::metadata(&foreign).map(|m| m.len()).ok(), Some(22));
+        assert!(matches!(
+            discard_unfinished_database_file(&dir.join("absent.redb")),
+            Ok(false)
+        ));
+        // What it emptied, redb creates again.
+        assert!(redb::Database::create(&unborn).is_ok());
+        std::fs::remove_dir_all(&dir).unwrap_or(());
+    }
+
     #[derive(Debug, Clone)]
     enum Op {
         Write(u16, Vec<u8>),
