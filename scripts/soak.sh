@@ -6,10 +6,12 @@
 # the catch-up bound, and the auditor must recreate every acknowledged file byte for byte.
 #
 #   scripts/soak.sh [--duration SECS] [--kill-every SECS] [--members N] [--loaders N]
-#                   [--base-port PORT] [--max-file-kib KIB] [--catch-up SECS] [--keep]
+#                   [--pace SECS] [--base-port PORT] [--max-file-kib KIB] [--catch-up SECS]
+#                   [--checkers N] [--keep]
 #
-# Defaults: 600 s, a kill every 8 s, 5 members, 2 loaders, base port 28100, files of
-# 1..64 KiB, 60 s of catch-up. The binary is $BT_BIN, or target/release/blocktorrent (build it
+# Defaults: 600 s, a kill every 8 s, 5 members, 2 loaders each storing a file every 0.25 s
+# (plus the store's own time), base port 28100, files of 1..64 KiB, 60 s of catch-up, 4 checks
+# at a time at the end. The binary is $BT_BIN, or target/release/blocktorrent (build it
 # first: `cargo build --release -p node`). The short variant in `cargo test`
 # (node/tests/soak.rs) runs this script for 40 s against the test build.
 #
@@ -21,6 +23,8 @@ duration=600
 kill_every=8
 members=5
 loaders=2
+pace=0.25
+checkers=4
 base_port=28100
 max_file_kib=64
 catch_up=60
@@ -31,11 +35,13 @@ while [ $# -gt 0 ]; do
         --kill-every) kill_every=$2; shift 2 ;;
         --members) members=$2; shift 2 ;;
         --loaders) loaders=$2; shift 2 ;;
+        --pace) pace=$2; shift 2 ;;
+        --checkers) checkers=$2; shift 2 ;;
         --base-port) base_port=$2; shift 2 ;;
         --max-file-kib) max_file_kib=$2; shift 2 ;;
         --catch-up) catch_up=$2; shift 2 ;;
         --keep) keep=1; shift ;;
-        -h | --help) sed -n '2,17p' "$0" | sed 's/^# \{0,1\}//'; exit 0 ;;
+        -h | --help) sed -n '2,19p' "$0" | sed 's/^# \{0,1\}//'; exit 0 ;;
         *) echo "unknown argument: $1 (see --help)" >&2; exit 2 ;;
     esac
 done
@@ -119,6 +125,7 @@ load() {
         if out=$(timeout 60 "$bt" store --config "$(config "$member")" --json "$path" 2>/dev/null) &&
             file_id=$(echo "$out" | json_field file_id) && [ -n "$file_id" ]; then
             echo "$file_id $path" >>"$work/acked-$loader"
+            sleep "$pace"
         else
             echo "member-$member $path" >>"$work/failed-$loader"
             rm -f "$path"
@@ -200,33 +207,41 @@ for k in $(seq 1 "$members"); do
     fi
 done
 
-# Every acknowledged store on every member's chain: its master table and its deposit.
-lost=0
-while read -r file_id _; do
+# Every acknowledged store on every member's chain (its master table and its deposit), and
+# recreated by the auditor byte for byte; `checkers` files at a time, one result file each.
+mkdir -p "$work/checks"
+check_file() { # check_file FILE_ID PATH: writes checks/FILE_ID as "lost" / "unrecoverable" / "ok"
+    local file_id=$1 path=$2 k
     for k in $(seq 1 "$members"); do
         if ! "$bt" file show --config "$(config "$k")" --json "$file_id" 2>/dev/null |
             grep -q '"shares_deposited":true'; then
             echo "soak: member-$k lacks acknowledged file $file_id" >&2
-            lost=$((lost + 1))
-            break
+            echo lost >"$work/checks/$file_id"
+            return
         fi
     done
-done <"$work/acked"
-
-# Every acknowledged file recreated by the auditor, byte for byte.
-recovered=0
-unrecoverable=0
-while read -r file_id path; do
     if "$bt" request --config "$(config "$auditor")" --reason soak "$file_id" >/dev/null 2>&1 &&
         "$bt" fetch --config "$(config "$auditor")" --out "$work/out/$file_id" --timeout 60 "$file_id" >/dev/null 2>&1 &&
         cmp -s "$path" "$work/out/$file_id"; then
-        recovered=$((recovered + 1))
+        echo ok >"$work/checks/$file_id"
     else
         echo "soak: file $file_id ($path) was not recreated byte for byte" >&2
-        unrecoverable=$((unrecoverable + 1))
+        echo unrecoverable >"$work/checks/$file_id"
     fi
     rm -f "$work/out/$file_id"
+}
+check_started=$SECONDS
+while read -r file_id path; do
+    while [ "$(jobs -rp | wc -l)" -ge "$checkers" ]; do wait -n || true; done
+    check_file "$file_id" "$path" &
 done <"$work/acked"
+wait
+count() { (grep -lx "$1" "$work"/checks/* 2>/dev/null || true) | wc -l; }
+recovered=$(count ok)
+lost=$(count lost)
+# A file with no result (its check died) counts as unrecoverable.
+unrecoverable=$((acked - recovered - lost))
+echo "soak: checked $acked files in $((SECONDS - check_started)) s"
 
 echo "soak: acknowledged $acked, kills $kills (leader $leader_kills), failed restarts $failed_restarts, heads agree $([ $agree = 1 ] && echo "after ${caught_up} s" || echo "NO"), chain verify $verified/$members, files recovered $recovered, lost $lost, unrecoverable $unrecoverable"
 [ "$agree" = 1 ] && [ "$failed_restarts" = 0 ] && [ "$verified" = "$members" ] && [ "$lost" = 0 ] && [ "$unrecoverable" = 0 ] && [ "$acked" -gt 0 ]

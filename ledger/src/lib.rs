@@ -31,6 +31,9 @@
 mod block;
 mod contract;
 mod error;
+#[cfg(feature = "fuzzing")]
+#[doc(hidden)]
+pub mod fuzzing;
 mod limits;
 mod log_store;
 mod member;

@@ -167,19 +167,19 @@ pub struct Committed {
 /// A snapshot's body: the whole contract state at its index. It travels in pieces beside Raft
 /// (see the `snapshot` module); Raft's own snapshot carries only its descriptor.
 #[derive(serde::Deserialize)]
-struct Checkpoint {
+pub(crate) struct Checkpoint {
     contract: ContractState,
 }
 
 /// [`Checkpoint`] borrowing the state, so taking a snapshot encodes it without a copy. Encodes to
 /// the same bytes.
 #[derive(serde::Serialize)]
-struct CheckpointRef<'a> {
-    contract: &'a ContractState,
+pub(crate) struct CheckpointRef<'a> {
+    pub(crate) contract: &'a ContractState,
 }
 
 impl Checkpoint {
-    fn decode(bytes: &[u8]) -> Result<ContractState, postcard::Error> {
+    pub(crate) fn decode(bytes: &[u8]) -> Result<ContractState, postcard::Error> {
         postcard::from_bytes::<Self>(bytes).map(|checkpoint| checkpoint.contract)
     }
 }
