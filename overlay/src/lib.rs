@@ -33,7 +33,7 @@ pub use error::{
 pub use fetch::{FetchReport, PushItem, PushReport, fetch, push};
 pub use peer::PeerId;
 pub use placement::place;
-pub use quic::QuicTransport;
+pub use quic::{INBOUND_BUDGET_BYTES_PER_PEER, MAX_CONNECTIONS_PER_PEER, QuicTransport};
 pub use reopen::ReopeningDb;
 pub use scheduler::{AskId, ChunkAsk, ChunkSpec, Event, FetchScheduler, Outcome, SchedulerConfig};
 pub use service::{ChunkService, Handler, serve_message_stream, serve_request_stream};

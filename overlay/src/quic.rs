@@ -76,6 +76,58 @@ const MAX_CONCURRENT_BIDI_STREAMS: u32 = 256;
 /// Concurrent message streams a peer may open to us.
 const MAX_CONCURRENT_UNI_STREAMS: u32 = 1024;
 
+/// Bytes of frames one member may have this node hold at once, over all its connections and
+/// streams: read so far, or read and not yet answered. Past it, the member's further frames wait
+/// (and QUIC flow control stops its sender), so a member that opens every stream it may and
+/// trickles frames that never end holds at most this much of this node's memory. Room for a push
+/// of 16 chunks at a time and a Raft message of the largest size.
+pub const INBOUND_BUDGET_BYTES_PER_PEER: u32 = 128 << 20;
+const _: () = assert!(INBOUND_BUDGET_BYTES_PER_PEER >= MAX_FRAME_BYTES);
+
+/// Connections one member may have open to this node at once; more are refused. Honest members
+/// keep one (plus one while a dead one times out).
+pub const MAX_CONNECTIONS_PER_PEER: usize = 4;
+
+/// What one member may take of this node while being served.
+#[derive(Debug)]
+struct PeerAllowance {
+    bytes: tokio::sync::Semaphore,
+    connections: std::sync::atomic::AtomicUsize,
+}
+
+impl PeerAllowance {
+    fn new() -> Self {
+        Self {
+            bytes: tokio::sync::Semaphore::new(INBOUND_BUDGET_BYTES_PER_PEER as usize),
+            connections: std::sync::atomic::AtomicUsize::new(0),
+        }
+    }
+}
+
+/// A connection counted against its member's [`MAX_CONNECTIONS_PER_PEER`] until dropped.
+struct ConnectionSlotHeld(Arc<PeerAllowance>);
+
+impl ConnectionSlotHeld {
+    fn take(allowance: &Arc<PeerAllowance>) -> Option<Self> {
+        use std::sync::atomic::Ordering;
+        allowance
+            .connections
+            .fetch_update(Ordering::SeqCst, Ordering::SeqCst, |open| {
+                (open < MAX_CONNECTIONS_PER_PEER).then_some(open + 1)
+            })
+            .ok()
+            .map(|_| Self(allowance.clone()))
+    }
+}
+
+impl Drop for ConnectionSlotHeld {
+    fn drop(&mut self) {
+        self.0
+            .connections
+            .fetch_sub(1, std::sync::atomic::Ordering::SeqCst);
+    }
+}
+
 fn spki_of(peer: &PeerId) -> Vec<u8> {
     let mut spki = ED25519_SPKI_PREFIX.to_vec();
     spki.extend_from_slice(peer.as_bytes());
@@ -372,7 +424,13 @@ impl QuicTransport {
         )
         .map_err(|e| bind_error(e.to_string()))?;
         endpoint.set_default_client_config(client_config);
-        let accept_task = tokio::spawn(accept_loop(endpoint.clone(), handler));
+        let allowances: Arc<BTreeMap<PeerId, Arc<PeerAllowance>>> = Arc::new(
+            member_keys
+                .iter()
+                .map(|member| (*member, Arc::new(PeerAllowance::new())))
+                .collect(),
+        );
+        let accept_task = tokio::spawn(accept_loop(endpoint.clone(), handler, allowances));
         Ok(Self {
             local: PeerId::from_bytes(signing_key.verifying_key().to_bytes()),
             endpoint,
@@ -516,13 +574,18 @@ impl Transport for QuicTransport {
     }
 }
 
-async fn accept_loop(endpoint: quinn::Endpoint, handler: Arc<dyn Handler>) {
+async fn accept_loop(
+    endpoint: quinn::Endpoint,
+    handler: Arc<dyn Handler>,
+    allowances: Arc<BTreeMap<PeerId, Arc<PeerAllowance>>>,
+) {
     while let Some(incoming) = endpoint.accept().await {
         let handler = handler.clone();
+        let allowances = allowances.clone();
         tokio::spawn(async move {
             let remote = incoming.remote_address();
             match incoming.await {
-                Ok(connection) => serve_connection(connection, handler).await,
+                Ok(connection) => serve_connection(connection, handler, &allowances).await,
                 Err(error) => tracing::debug!(%remote, %error, "handshake failed"),
             }
         });
@@ -531,9 +594,20 @@ async fn accept_loop(endpoint: quinn::Endpoint, handler: Arc<dyn Handler>) {
 
 /// Serves one authenticated connection until it closes: each stream in its own task, so a slow
 /// or malformed stream never holds up the others.
-async fn serve_connection(connection: quinn::Connection, handler: Arc<dyn Handler>) {
-    let Some(peer) = peer_of_connection(&connection) else {
+async fn serve_connection(
+    connection: quinn::Connection,
+    handler: Arc<dyn Handler>,
+    allowances: &BTreeMap<PeerId, Arc<PeerAllowance>>,
+) {
+    let Some((peer, allowance)) = peer_of_connection(&connection)
+        .and_then(|peer| Some((peer, allowances.get(&peer)?.clone())))
+    else {
         connection.close(1u32.into(), b"no member key");
+        return;
+    };
+    let Some(_slot) = ConnectionSlotHeld::take(&allowance) else {
+        tracing::debug!(%peer, "refused a connection over the member's limit");
+        connection.close(2u32.into(), b"too many connections");
         return;
     };
     loop {
@@ -542,8 +616,11 @@ async fn serve_connection(connection: quinn::Connection, handler: Arc<dyn Handle
             stream = connection.accept_bi() => {
                 let Ok((send, recv)) = stream else { break };
                 let handler = handler.clone();
+                let allowance = allowance.clone();
                 tokio::spawn(async move {
-                    if let Err(error) = serve_request_stream(handler.as_ref(), &peer, recv, send).await {
+                    let served =
+                        serve_request_stream(handler.as_ref(), &peer, recv, send, &allowance.bytes);
+                    if let Err(error) = served.await {
                         tracing::debug!(%peer, %error, "request stream refused");
                     }
                 });
@@ -551,8 +628,10 @@ async fn serve_connection(connection: quinn::Connection, handler: Arc<dyn Handle
             stream = connection.accept_uni() => {
                 let Ok(recv) = stream else { break };
                 let handler = handler.clone();
+                let allowance = allowance.clone();
                 tokio::spawn(async move {
-                    if let Err(error) = serve_message_stream(handler.as_ref(), &peer, recv).await {
+                    let served = serve_message_stream(handler.as_ref(), &peer, recv, &allowance.bytes);
+                    if let Err(error) = served.await {
                         tracing::debug!(%peer, %error, "message stream refused");
                     }
                 });

@@ -8,14 +8,14 @@
 use std::sync::Arc;
 
 use tokio::io::{AsyncRead, AsyncWrite, AsyncWriteExt};
-use tokio::sync::mpsc;
+use tokio::sync::{Semaphore, mpsc};
 
 use crate::error::{FrameError, StoreError};
 use crate::peer::PeerId;
 use crate::store::ChunkStore;
 use crate::wire::{
-    MAX_FRAME_BYTES, MAX_HAS_CHUNKS, RemoteError, Request, Response, decode_body, read_only_frame,
-    write_frame,
+    MAX_FRAME_BYTES, MAX_HAS_CHUNKS, RemoteError, Request, Response, decode_body,
+    read_only_frame_within, write_frame,
 };
 
 /// Answers requests and takes messages from authenticated peers.
@@ -91,12 +91,14 @@ pub async fn serve_request_stream<R, W>(
     from: &PeerId,
     mut recv: R,
     mut send: W,
+    budget: &Semaphore,
 ) -> Result<(), FrameError>
 where
     R: AsyncRead + Unpin,
     W: AsyncWrite + Unpin,
 {
-    let body = read_only_frame(&mut recv, MAX_FRAME_BYTES).await?;
+    // The request's bytes stay charged to `from` until its answer is written.
+    let (body, _charged) = read_only_frame_within(&mut recv, MAX_FRAME_BYTES, budget).await?;
     let response = match decode_body::<Request>(&body) {
         Ok(request) => handler.handle(from, request),
         Err(error) => {
@@ -104,19 +106,22 @@ where
             Response::Error(RemoteError::Malformed)
         }
     };
+    drop(body);
     write_frame(&mut send, &response).await?;
     send.shutdown()
         .await
         .map_err(|error| FrameError::Io(error.to_string()))
 }
 
-/// Serves one message stream: one frame whose body is the raw payload.
+/// Serves one message stream: one frame whose body is the raw payload, charged to `budget`
+/// while it is read and handed over.
 pub async fn serve_message_stream<R: AsyncRead + Unpin>(
     handler: &dyn Handler,
     from: &PeerId,
     mut recv: R,
+    budget: &Semaphore,
 ) -> Result<(), FrameError> {
-    let payload = read_only_frame(&mut recv, MAX_FRAME_BYTES).await?;
+    let (payload, _charged) = read_only_frame_within(&mut recv, MAX_FRAME_BYTES, budget).await?;
     handler.on_message(from, payload);
     Ok(())
 }

@@ -20,6 +20,11 @@ use crate::wire::{
     MAX_FRAME_BYTES, Request, Response, decode_body, read_only_frame, write_frame, write_raw_frame,
 };
 
+/// The in-memory network carries only frames its own peers wrote: their bytes are not metered
+/// (QUIC peers are, see [`crate::QuicTransport`]).
+static UNMETERED: tokio::sync::Semaphore =
+    tokio::sync::Semaphore::const_new(tokio::sync::Semaphore::MAX_PERMITS);
+
 /// Sends requests and messages to peers by their member key.
 pub trait Transport: Send + Sync + 'static {
     /// This peer's own key.
@@ -246,7 +251,9 @@ impl MemoryTransport {
         tokio::time::sleep(there).await;
         let served = tokio::spawn(async move {
             let (recv, send) = tokio::io::split(server);
-            if let Err(error) = serve_request_stream(handler.as_ref(), &from, recv, send).await {
+            if let Err(error) =
+                serve_request_stream(handler.as_ref(), &from, recv, send, &UNMETERED).await
+            {
                 tracing::debug!(%error, "in-memory request stream failed");
             }
         });
@@ -296,7 +303,8 @@ impl Transport for MemoryTransport {
             tokio::time::sleep(there).await;
             let mut frame = Vec::with_capacity(payload.len() + 4);
             if write_raw_frame(&mut frame, &payload).await.is_ok() {
-                let _ = serve_message_stream(handler.as_ref(), &from, frame.as_slice()).await;
+                let _ = serve_message_stream(handler.as_ref(), &from, frame.as_slice(), &UNMETERED)
+                    .await;
             }
         });
         Ok(())

@@ -24,6 +24,7 @@
 use keyshare::ChunkHash;
 use serde::{Deserialize, Serialize};
 use tokio::io::{AsyncRead, AsyncReadExt, AsyncWrite, AsyncWriteExt};
+use tokio::sync::{Semaphore, SemaphorePermit};
 
 use crate::error::FrameError;
 
@@ -174,6 +175,33 @@ pub async fn read_only_frame<R: AsyncRead + Unpin>(
     reader: &mut R,
     limit_bytes: u32,
 ) -> Result<Vec<u8>, FrameError> {
+    let size_bytes = read_frame_header(reader, limit_bytes).await?;
+    read_frame_body(reader, size_bytes).await
+}
+
+/// [`read_only_frame`], first taking the frame's length from `budget` (waiting while it holds
+/// too little), so that what a peer makes this node hold in frames being read or served is
+/// bounded by its budget however many streams it opens and however slowly it sends. The bytes
+/// go back to the budget when the permit returned with the body is dropped.
+pub async fn read_only_frame_within<'a, R: AsyncRead + Unpin>(
+    reader: &mut R,
+    limit_bytes: u32,
+    budget: &'a Semaphore,
+) -> Result<(Vec<u8>, SemaphorePermit<'a>), FrameError> {
+    let size_bytes = read_frame_header(reader, limit_bytes).await?;
+    let permit = budget
+        .acquire_many(size_bytes)
+        .await
+        .map_err(|_| FrameError::Io("the peer's budget is closed".into()))?;
+    let body = read_frame_body(reader, size_bytes).await?;
+    Ok((body, permit))
+}
+
+/// Reads a frame's length and checks it against `limit_bytes`.
+async fn read_frame_header<R: AsyncRead + Unpin>(
+    reader: &mut R,
+    limit_bytes: u32,
+) -> Result<u32, FrameError> {
     let mut header = [0u8; 4];
     read_exact(reader, &mut header).await?;
     let size_bytes = u32::from_be_bytes(header);
@@ -183,6 +211,14 @@ pub async fn read_only_frame<R: AsyncRead + Unpin>(
             limit_bytes: u64::from(limit_bytes),
         });
     }
+    Ok(size_bytes)
+}
+
+/// Reads a frame's body of `size_bytes`, then the end of the stream.
+async fn read_frame_body<R: AsyncRead + Unpin>(
+    reader: &mut R,
+    size_bytes: u32,
+) -> Result<Vec<u8>, FrameError> {
     let mut body = vec![0u8; size_bytes as usize];
     read_exact(reader, &mut body).await?;
     let mut probe = [0u8; 1];

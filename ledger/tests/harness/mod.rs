@@ -82,6 +82,8 @@ pub struct Cluster {
     pub superseded: BTreeSet<TxId>,
     /// Good signature verdicts the replicas share, if they do.
     verdicts: Option<SharedVerdicts>,
+    /// While set, a copy of every message delivered (to replay later, as a hostile peer would).
+    pub recorded: Option<Vec<WireMessage>>,
 }
 
 pub fn default_config(id: u64) -> ReplicaConfig {
@@ -175,6 +177,7 @@ impl Cluster {
             reorder: false,
             superseded: BTreeSet::new(),
             verdicts: None,
+            recorded: None,
         };
         for id in cluster.ids() {
             cluster.start(id);
@@ -317,6 +320,9 @@ impl Cluster {
                     continue;
                 }
                 let message = self.maybe_corrupt(message);
+                if let Some(recorded) = self.recorded.as_mut() {
+                    recorded.push(message.clone());
+                }
                 let to = message.recipient();
                 if let Some(replica) = self.node(to).replica.as_mut() {
                     // Messages a replica refuses (e.g. from a stale term) are simply dropped,

@@ -1,0 +1,238 @@
+//! Hostile peers over real QUIC on 127.0.0.1: a member with a valid key that trickles endless
+//! frames on every stream it may open, floods chunk requests, or opens connection after
+//! connection; and an outsider that sprays garbage datagrams at the QUIC port. The serving
+//! node stays up, holds at most the member's byte budget, and keeps serving an honest member.
+#![allow(clippy::unwrap_used)]
+
+use std::collections::BTreeMap;
+use std::net::SocketAddr;
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+use ed25519_dalek::SigningKey;
+use keyshare::ChunkHash;
+use overlay::wire::{Request, Response};
+use overlay::{
+    ChunkService, ChunkStore, INBOUND_BUDGET_BYTES_PER_PEER, MAX_CONNECTIONS_PER_PEER, PeerId,
+    QuicTransport, Transport,
+};
+use redb::backends::InMemoryBackend;
+use tokio::sync::mpsc;
+
+const TIMEOUT: Duration = Duration::from_secs(5);
+
+fn key(n: u8) -> SigningKey {
+    SigningKey::from_bytes(&[n; 32])
+}
+
+fn peer_of(key: &SigningKey) -> PeerId {
+    PeerId::from_bytes(key.verifying_key().to_bytes())
+}
+
+fn service() -> Arc<ChunkService> {
+    let store = ChunkStore::open_backend(InMemoryBackend::new(), u64::MAX).unwrap();
+    Arc::new(ChunkService::new(Arc::new(store), mpsc::channel(16).0))
+}
+
+/// The server (key 1), an honest member (key 2) and the hostile member (key 3), each bound to
+/// 127.0.0.1 and knowing where the server listens.
+fn bind() -> (Arc<QuicTransport>, Arc<QuicTransport>, Arc<QuicTransport>) {
+    let loopback: SocketAddr = "127.0.0.1:0".parse().unwrap();
+    let members = [key(1), key(2), key(3)];
+    let book: BTreeMap<PeerId, SocketAddr> =
+        members.iter().map(|k| (peer_of(k), loopback)).collect();
+    let server =
+        Arc::new(QuicTransport::bind(&members[0], loopback, book.clone(), service()).unwrap());
+    let at = server.local_addr().unwrap();
+    let client = |k: &SigningKey| {
+        let transport = QuicTransport::bind(k, loopback, book.clone(), service()).unwrap();
+        transport.set_address(peer_of(&members[0]), at);
+        Arc::new(transport)
+    };
+    (server.clone(), client(&members[1]), client(&members[2]))
+}
+
+/// Pings `server` from `honest` and returns how long the answer took.
+async fn ping(honest: &QuicTransport, server: PeerId, nonce: u64) -> Duration {
+    let started = Instant::now();
+    let pong = honest
+        .request(server, Request::Ping { nonce }, TIMEOUT)
+        .await;
+    assert_eq!(pong.unwrap(), Response::Pong { nonce });
+    started.elapsed()
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_member_trickling_endless_frames_holds_at_most_its_budget() {
+    let (server, honest, hostile) = bind();
+    let server_id = server.local_peer();
+    let connection = hostile.connection(server_id).await.unwrap();
+    // Forty streams, each announcing a frame of 8 MiB and sending all of it but the last byte:
+    // without a budget the server reads every byte into memory (320 MiB) and waits forever.
+    const STREAMS: usize = 40;
+    const FRAME: usize = 8 << 20;
+    let taken = Arc::new(std::sync::atomic::AtomicUsize::new(0));
+    let mut writers = Vec::new();
+    for _ in 0..STREAMS {
+        let connection = connection.clone();
+        let taken = taken.clone();
+        writers.push(tokio::spawn(async move {
+            let (mut send, _recv) = connection.open_bi().await.ok()?;
+            send.write_all(&(FRAME as u32).to_be_bytes()).await.ok()?;
+            let body = vec![7u8; FRAME - 1];
+            tokio::time::timeout(Duration::from_secs(8), send.write_all(&body))
+                .await
+                .ok()?
+                .ok()?;
+            taken.fetch_add(1, std::sync::atomic::Ordering::SeqCst);
+            // Hold the stream open, never finishing the frame.
+            tokio::time::sleep(Duration::from_secs(30)).await;
+            Some(())
+        }));
+    }
+    // While the hostile member presses, an honest one is served promptly.
+    tokio::time::sleep(Duration::from_secs(2)).await;
+    let waited = ping(&honest, server_id, 1).await;
+    assert!(
+        waited < Duration::from_secs(2),
+        "honest ping took {waited:?}"
+    );
+
+    tokio::time::sleep(Duration::from_secs(7)).await;
+    let taken = taken.load(std::sync::atomic::Ordering::SeqCst);
+    // Whole frames the server may take: its budget, plus what QUIC buffers unread beyond it
+    // (the connection's receive window, 64 MiB).
+    let allowed = (INBOUND_BUDGET_BYTES_PER_PEER as usize + (64 << 20)) / FRAME + 1;
+    assert!(
+        taken <= allowed,
+        "{taken} of {STREAMS} endless frames taken, allowed {allowed}"
+    );
+    assert!(
+        taken >= 8,
+        "only {taken} frames got through: is the test sending?"
+    );
+    for writer in writers {
+        writer.abort();
+    }
+    let waited = ping(&honest, server_id, 2).await;
+    assert!(
+        waited < Duration::from_secs(2),
+        "honest ping took {waited:?}"
+    );
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_flood_of_chunk_requests_does_not_starve_an_honest_member() {
+    let (server, honest, hostile) = bind();
+    let server_id = server.local_peer();
+    let bytes = vec![3u8; 256 << 10];
+    let hash = ChunkHash::of(&bytes);
+    let stored = hostile
+        .request(server_id, Request::PutChunk { hash, bytes }, TIMEOUT)
+        .await
+        .unwrap();
+    assert_eq!(stored, Response::Stored);
+    let flood: Vec<_> = (0..3_000)
+        .map(|_| {
+            let hostile = hostile.clone();
+            tokio::spawn(async move {
+                hostile
+                    .request(
+                        server_id,
+                        Request::GetChunk { hash },
+                        Duration::from_secs(20),
+                    )
+                    .await
+            })
+        })
+        .collect();
+    tokio::time::sleep(Duration::from_millis(300)).await;
+    let mut slowest = Duration::ZERO;
+    for nonce in 0..5 {
+        slowest = slowest.max(ping(&honest, server_id, nonce).await);
+    }
+    assert!(
+        slowest < Duration::from_secs(3),
+        "honest pings took up to {slowest:?}"
+    );
+    let mut served = 0;
+    for request in flood {
+        if matches!(request.await, Ok(Ok(Response::Chunk { .. }))) {
+            served += 1;
+        }
+    }
+    assert!(served > 0, "the flood itself was never served");
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_member_over_its_connection_limit_is_refused_and_others_are_not() {
+    let (server, honest, _) = bind();
+    let server_id = server.local_peer();
+    let at = server.local_addr().unwrap();
+    let loopback: SocketAddr = "127.0.0.1:0".parse().unwrap();
+    let book: BTreeMap<PeerId, SocketAddr> = [key(1), key(2), key(3)]
+        .iter()
+        .map(|k| (peer_of(k), loopback))
+        .collect();
+    // One endpoint per connection, all with the hostile member's key.
+    let mut clones = Vec::new();
+    let mut answered = 0;
+    for nonce in 0..(MAX_CONNECTIONS_PER_PEER as u64 + 3) {
+        let clone = QuicTransport::bind(&key(3), loopback, book.clone(), service()).unwrap();
+        clone.set_address(server_id, at);
+        if let Ok(Response::Pong { .. }) = clone
+            .request(server_id, Request::Ping { nonce }, Duration::from_secs(2))
+            .await
+        {
+            answered += 1;
+        }
+        clones.push(clone);
+    }
+    assert_eq!(answered, MAX_CONNECTIONS_PER_PEER, "connections served");
+    ping(&honest, server_id, 99).await;
+    // Connections that close give their places back.
+    for clone in clones.drain(..) {
+        clone.shutdown().await;
+    }
+    tokio::time::sleep(Duration::from_millis(500)).await;
+    let again = QuicTransport::bind(&key(3), loopback, book, service()).unwrap();
+    again.set_address(server_id, at);
+    let pong = again
+        .request(
+            server_id,
+            Request::Ping { nonce: 5 },
+            Duration::from_secs(2),
+        )
+        .await;
+    assert_eq!(pong.unwrap(), Response::Pong { nonce: 5 });
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn garbage_datagrams_at_the_quic_port_are_survived() {
+    let (server, honest, _) = bind();
+    let server_id = server.local_peer();
+    let at = server.local_addr().unwrap();
+    let socket = std::net::UdpSocket::bind("127.0.0.1:0").unwrap();
+    let mut state = 0x9e37_79b9_7f4a_7c15u64;
+    let mut next = move || {
+        state ^= state << 13;
+        state ^= state >> 7;
+        state ^= state << 17;
+        state
+    };
+    for i in 0..20_000u32 {
+        let len = (next() % 1_500) as usize + 1;
+        let mut datagram: Vec<u8> = (0..len).map(|_| next() as u8).collect();
+        // Every fourth looks like a QUIC long-header Initial (version 1), the rest is noise.
+        if i % 4 == 0 && len > 6 {
+            datagram[0] = 0xc0 | (datagram[0] & 0x0f);
+            datagram[1..5].copy_from_slice(&1u32.to_be_bytes());
+        }
+        let _ = socket.send_to(&datagram, at);
+    }
+    let waited = ping(&honest, server_id, 1).await;
+    assert!(
+        waited < Duration::from_secs(2),
+        "honest ping took {waited:?}"
+    );
+}
