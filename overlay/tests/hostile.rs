@@ -19,7 +19,10 @@ use overlay::{
 use redb::backends::InMemoryBackend;
 use tokio::sync::mpsc;
 
-const TIMEOUT: Duration = Duration::from_secs(5);
+const TIMEOUT: Duration = Duration::from_secs(10);
+/// How soon an honest member's ping must be answered under attack: generous for a loaded
+/// 2-core CI machine; without the defences the pings wait for the attacker (or never return).
+const HONEST_WITHIN: Duration = Duration::from_secs(4);
 
 fn key(n: u8) -> SigningKey {
     SigningKey::from_bytes(&[n; 32])
@@ -93,10 +96,7 @@ async fn a_member_trickling_endless_frames_holds_at_most_its_budget() {
     // While the hostile member presses, an honest one is served promptly.
     tokio::time::sleep(Duration::from_secs(2)).await;
     let waited = ping(&honest, server_id, 1).await;
-    assert!(
-        waited < Duration::from_secs(2),
-        "honest ping took {waited:?}"
-    );
+    assert!(waited < HONEST_WITHIN, "honest ping took {waited:?}");
 
     tokio::time::sleep(Duration::from_secs(7)).await;
     let taken = taken.load(std::sync::atomic::Ordering::SeqCst);
@@ -115,10 +115,7 @@ async fn a_member_trickling_endless_frames_holds_at_most_its_budget() {
         writer.abort();
     }
     let waited = ping(&honest, server_id, 2).await;
-    assert!(
-        waited < Duration::from_secs(2),
-        "honest ping took {waited:?}"
-    );
+    assert!(waited < HONEST_WITHIN, "honest ping took {waited:?}");
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -152,7 +149,7 @@ async fn a_flood_of_chunk_requests_does_not_starve_an_honest_member() {
         slowest = slowest.max(ping(&honest, server_id, nonce).await);
     }
     assert!(
-        slowest < Duration::from_secs(3),
+        slowest < HONEST_WITHIN,
         "honest pings took up to {slowest:?}"
     );
     let mut served = 0;
@@ -181,7 +178,7 @@ async fn a_member_over_its_connection_limit_is_refused_and_others_are_not() {
         let clone = QuicTransport::bind(&key(3), loopback, book.clone(), service()).unwrap();
         clone.set_address(server_id, at);
         if let Ok(Response::Pong { .. }) = clone
-            .request(server_id, Request::Ping { nonce }, Duration::from_secs(2))
+            .request(server_id, Request::Ping { nonce }, Duration::from_secs(5))
             .await
         {
             answered += 1;
@@ -201,7 +198,7 @@ async fn a_member_over_its_connection_limit_is_refused_and_others_are_not() {
         .request(
             server_id,
             Request::Ping { nonce: 5 },
-            Duration::from_secs(2),
+            Duration::from_secs(5),
         )
         .await;
     assert_eq!(pong.unwrap(), Response::Pong { nonce: 5 });
@@ -231,8 +228,5 @@ async fn garbage_datagrams_at_the_quic_port_are_survived() {
         let _ = socket.send_to(&datagram, at);
     }
     let waited = ping(&honest, server_id, 1).await;
-    assert!(
-        waited < Duration::from_secs(2),
-        "honest ping took {waited:?}"
-    );
+    assert!(waited < HONEST_WITHIN, "honest ping took {waited:?}");
 }
