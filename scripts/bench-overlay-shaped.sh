@@ -27,17 +27,18 @@ done
 if [ "${BT_SHAPED_INSIDE:-}" != 1 ]; then
     userns=()
     [ "$(id -u)" = 0 ] || userns=(--map-root-user)
-    exec env BT_SHAPED_INSIDE=1 unshare "${userns[@]}" --net "$0" "$rate_mbit" "$file_size" "$members"
+    exec env BT_SHAPED_INSIDE=1 unshare ${userns[@]+"${userns[@]}"} --net "$0" "$rate_mbit" "$file_size" "$members"
 fi
 
 ip link set lo up
-# Default class 99: not limited (10 Gbit/s is far above what this machine moves on loopback).
-tc qdisc add dev lo root handle 1: htb default 99 r2q 1000
-tc class add dev lo parent 1: classid 1:99 htb rate 10gbit quantum 65536
+# Default class fffe: not limited (10 Gbit/s is far above what this machine moves on loopback).
+tc qdisc add dev lo root handle 1: htb default fffe r2q 1000
+tc class add dev lo parent 1: classid 1:fffe htb rate 10gbit quantum 65536
 for k in $(seq 1 "$members"); do
     port=$((base_port + k))
-    tc class add dev lo parent 1: classid "1:$k" htb rate "${rate_mbit}mbit" ceil "${rate_mbit}mbit" quantum 65536
-    tc filter add dev lo parent 1: protocol ip prio 1 u32 match ip protocol 17 0xff match ip sport "$port" 0xffff flowid "1:$k"
+    class=$(printf "1:%x" "$k") # tc class ids are hex
+    tc class add dev lo parent 1: classid "$class" htb rate "${rate_mbit}mbit" ceil "${rate_mbit}mbit" quantum 65536
+    tc filter add dev lo parent 1: protocol ip prio 1 u32 match ip protocol 17 0xff match ip sport "$port" 0xffff flowid "$class"
 done
 
 work=$(mktemp -d "${TMPDIR:-/tmp}/bt-shaped.XXXXXX")
@@ -61,4 +62,4 @@ echo "$members members, each member's uplink capped at $rate_mbit Mbit/s ($((rat
 "$bt" bench overlay --dir "$dir" --file-size "$file_size"
 "$bt" bench overlay --dir "$dir" --file-size "$file_size" --json
 echo
-tc -s class show dev lo | sed -n '/class htb 1:[0-9]* /{N;p}' | grep -v "^ *$" || true
+tc -s class show dev lo | sed -n '/class htb 1:[0-9a-f]* /{N;p}' | grep -v "^ *$" || true

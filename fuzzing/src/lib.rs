@@ -71,7 +71,7 @@ pub fn overlay_frame(data: &[u8]) {
 pub fn transaction(data: &[u8]) {
     if let Ok(tx) = postcard::from_bytes::<Transaction>(data) {
         round_trips(&tx);
-        assert_eq!(tx.id(), Transaction::id(&tx));
+        let _ = tx.id();
     }
     if let Ok(batch) = postcard::from_bytes::<Vec<Transaction>>(data) {
         round_trips(&batch);
@@ -137,7 +137,7 @@ fn drive(replica: &mut Replica, now: &mut u64, rounds: u32) {
 
 /// Contract bodies, each signed by the member its first byte names, submitted to a replica that
 /// orders alone and applied: whatever a member signs, the contracts accept or reject it without
-/// panicking, and the chain stays verifiable.
+/// panicking.
 pub fn contract(data: &[u8]) {
     let (genesis, keys) = genesis(1);
     let Some(mut replica) = open_replica(&genesis) else {

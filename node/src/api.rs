@@ -248,9 +248,11 @@ fn authorize<T: Transport>(state: &ApiState<T>, headers: &HeaderMap) -> Result<(
         .and_then(|value| value.to_str().ok())
         .and_then(|value| value.strip_prefix("Bearer "))
         .unwrap_or("");
-    // Compare in time independent of where the first difference is.
+    // Compare in time independent of where the first difference is. A token too short to be
+    // one `init` wrote admits no one (fail closed: an empty one would admit a missing header).
     let expected = state.token.as_bytes();
-    let same = presented.len() == expected.len()
+    let same = expected.len() >= crate::config::MIN_TOKEN_CHARS
+        && presented.len() == expected.len()
         && presented
             .bytes()
             .zip(expected)

@@ -206,4 +206,24 @@ async fn hostile_admin_clients_get_clear_errors_and_honest_ones_are_served() {
     // And the node is still up and serving after all of it.
     status_ok().await;
     server.abort();
+
+    // A router given an empty token admits no one, not everyone without a header.
+    let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let open_address = listener.local_addr().unwrap();
+    let app = node::api::router(
+        members[0].node.clone(),
+        String::new(),
+        Arc::new(tokio::sync::Notify::new()),
+    );
+    let open = tokio::spawn(async move { axum::serve(listener, app).await });
+    let (code, _) = exchange(open_address, "GET /v1/status HTTP/1.1", b"").await;
+    assert_eq!(code, 401);
+    let (code, _) = exchange(
+        open_address,
+        &format!("GET /v1/status HTTP/1.1\r\n{}", bearer("")),
+        b"",
+    )
+    .await;
+    assert_eq!(code, 401);
+    open.abort();
 }

@@ -16,7 +16,7 @@ use node::frames::{self, FrameKind};
 use overlay::MemoryNetwork;
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
 
-const TOKEN: &str = "test-token";
+const TOKEN: &str = "test-token-of-16-chars";
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_fetch_streams_in_frames_and_stops_when_its_client_goes_away() {

@@ -17,7 +17,7 @@ use overlay::MemoryNetwork;
 use rand::SeedableRng;
 use rand::rngs::StdRng;
 
-const TOKEN: &str = "test-token";
+const TOKEN: &str = "test-token-of-16-chars";
 
 fn post(address: std::net::SocketAddr, body: Vec<u8>) -> (u16, String) {
     let agent = ureq::Agent::config_builder()

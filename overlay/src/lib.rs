@@ -33,9 +33,12 @@ pub use error::{
 pub use fetch::{FetchReport, PushItem, PushReport, fetch, push};
 pub use peer::PeerId;
 pub use placement::place;
-pub use quic::{INBOUND_BUDGET_BYTES_PER_PEER, MAX_CONNECTIONS_PER_PEER, QuicTransport};
+pub use quic::{
+    INBOUND_BUDGET_BYTES_PER_PEER, MAX_CONNECTIONS_PER_PEER, QuicTransport,
+    REQUESTS_IN_SERVICE_PER_PEER,
+};
 pub use reopen::ReopeningDb;
 pub use scheduler::{AskId, ChunkAsk, ChunkSpec, Event, FetchScheduler, Outcome, SchedulerConfig};
-pub use service::{ChunkService, Handler, serve_message_stream, serve_request_stream};
+pub use service::{Allowance, ChunkService, Handler, serve_message_stream, serve_request_stream};
 pub use store::{ChunkStore, MAX_STORED_CHUNK_BYTES, ScrubReport};
 pub use transport::{MemoryNetwork, MemoryTransport, TraceEvent, Transport, within};

@@ -6,7 +6,7 @@
 //! also checks that the server it reached is the member it dialled. Requests and messages then
 //! follow [`crate::wire`].
 
-use std::collections::{BTreeMap, BTreeSet};
+use std::collections::{BTreeMap, BTreeSet, VecDeque};
 use std::net::SocketAddr;
 use std::sync::{Arc, Mutex, PoisonError};
 use std::time::Duration;
@@ -28,7 +28,7 @@ use tokio::task::JoinHandle;
 
 use crate::error::{FrameError, QuicError, TransportError};
 use crate::peer::PeerId;
-use crate::service::{Handler, serve_message_stream, serve_request_stream};
+use crate::service::{Allowance, Handler, serve_message_stream, serve_request_stream};
 use crate::transport::{Transport, within};
 use crate::wire::{ALPN, MAX_FRAME_BYTES, Request, Response, decode_body, read_only_frame};
 use crate::wire::{write_frame, write_raw_frame};
@@ -77,54 +77,56 @@ const MAX_CONCURRENT_BIDI_STREAMS: u32 = 256;
 const MAX_CONCURRENT_UNI_STREAMS: u32 = 1024;
 
 /// Bytes of frames one member may have this node hold at once, over all its connections and
-/// streams: read so far, or read and not yet answered. Past it, the member's further frames wait
-/// (and QUIC flow control stops its sender), so a member that opens every stream it may and
-/// trickles frames that never end holds at most this much of this node's memory. Room for a push
-/// of 16 chunks at a time and a Raft message of the largest size.
+/// streams (see [`Allowance`]): room for a push of 16 chunks and a Raft message of the largest
+/// size, which an honest member never exceeds.
 pub const INBOUND_BUDGET_BYTES_PER_PEER: u32 = 128 << 20;
-const _: () = assert!(INBOUND_BUDGET_BYTES_PER_PEER >= MAX_FRAME_BYTES);
 
-/// Connections one member may have open to this node at once; more are refused. Honest members
-/// keep one (plus one while a dead one times out).
+/// Requests of one member in service at once, over all its connections (see [`Allowance`]).
+pub const REQUESTS_IN_SERVICE_PER_PEER: u32 = 64;
+
+/// Connections one member may have open to this node. When it opens one more, its oldest is
+/// closed: a fresh handshake proves the live instance, while a connection of a run that crashed
+/// may linger until it idles out (a restarted member's old outgoing connections get no reset its
+/// peer can match), and refusing the newest would lock a member that restarts often out.
 pub const MAX_CONNECTIONS_PER_PEER: usize = 4;
 
-/// What one member may take of this node while being served.
+/// What one member may take of this node: its [`Allowance`] and its live connections.
 #[derive(Debug)]
 struct PeerAllowance {
-    bytes: tokio::sync::Semaphore,
-    connections: std::sync::atomic::AtomicUsize,
+    allowance: Allowance,
+    connections: Mutex<VecDeque<quinn::Connection>>,
 }
 
 impl PeerAllowance {
     fn new() -> Self {
         Self {
-            bytes: tokio::sync::Semaphore::new(INBOUND_BUDGET_BYTES_PER_PEER as usize),
-            connections: std::sync::atomic::AtomicUsize::new(0),
+            allowance: Allowance::new(INBOUND_BUDGET_BYTES_PER_PEER, REQUESTS_IN_SERVICE_PER_PEER),
+            connections: Mutex::new(VecDeque::new()),
         }
     }
-}
 
-/// A connection counted against its member's [`MAX_CONNECTIONS_PER_PEER`] until dropped.
-struct ConnectionSlotHeld(Arc<PeerAllowance>);
-
-impl ConnectionSlotHeld {
-    fn take(allowance: &Arc<PeerAllowance>) -> Option<Self> {
-        use std::sync::atomic::Ordering;
-        allowance
+    /// Counts `connection` in, closing the member's oldest beyond [`MAX_CONNECTIONS_PER_PEER`].
+    fn admit(&self, connection: &quinn::Connection) {
+        let mut open = self
             .connections
-            .fetch_update(Ordering::SeqCst, Ordering::SeqCst, |open| {
-                (open < MAX_CONNECTIONS_PER_PEER).then_some(open + 1)
-            })
-            .ok()
-            .map(|_| Self(allowance.clone()))
+            .lock()
+            .unwrap_or_else(PoisonError::into_inner);
+        open.retain(|held| held.close_reason().is_none());
+        open.push_back(connection.clone());
+        while open.len() > MAX_CONNECTIONS_PER_PEER {
+            if let Some(oldest) = open.pop_front() {
+                oldest.close(2u32.into(), b"superseded by a newer connection");
+            }
+        }
     }
-}
 
-impl Drop for ConnectionSlotHeld {
-    fn drop(&mut self) {
-        self.0
-            .connections
-            .fetch_sub(1, std::sync::atomic::Ordering::SeqCst);
+    /// Counts `connection` out once it has closed.
+    fn release(&self, connection: &quinn::Connection) {
+        let id = connection.stable_id();
+        self.connections
+            .lock()
+            .unwrap_or_else(PoisonError::into_inner)
+            .retain(|held| held.stable_id() != id);
     }
 }
 
@@ -605,11 +607,7 @@ async fn serve_connection(
         connection.close(1u32.into(), b"no member key");
         return;
     };
-    let Some(_slot) = ConnectionSlotHeld::take(&allowance) else {
-        tracing::debug!(%peer, "refused a connection over the member's limit");
-        connection.close(2u32.into(), b"too many connections");
-        return;
-    };
+    allowance.admit(&connection);
     loop {
         tokio::select! {
             biased;
@@ -618,8 +616,13 @@ async fn serve_connection(
                 let handler = handler.clone();
                 let allowance = allowance.clone();
                 tokio::spawn(async move {
-                    let served =
-                        serve_request_stream(handler.as_ref(), &peer, recv, send, &allowance.bytes);
+                    let served = serve_request_stream(
+                        handler.as_ref(),
+                        &peer,
+                        recv,
+                        send,
+                        &allowance.allowance,
+                    );
                     if let Err(error) = served.await {
                         tracing::debug!(%peer, %error, "request stream refused");
                     }
@@ -630,7 +633,8 @@ async fn serve_connection(
                 let handler = handler.clone();
                 let allowance = allowance.clone();
                 tokio::spawn(async move {
-                    let served = serve_message_stream(handler.as_ref(), &peer, recv, &allowance.bytes);
+                    let served =
+                        serve_message_stream(handler.as_ref(), &peer, recv, &allowance.allowance);
                     if let Err(error) = served.await {
                         tracing::debug!(%peer, %error, "message stream refused");
                     }
@@ -638,4 +642,5 @@ async fn serve_connection(
             }
         }
     }
+    allowance.release(&connection);
 }

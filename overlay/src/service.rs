@@ -18,6 +18,41 @@ use crate::wire::{
     read_only_frame_within, write_frame,
 };
 
+/// What one peer may take of a node while being served: bytes of the frames it sent that are
+/// being read or handled, and requests in service at once (each holds its answer, up to a frame,
+/// until the peer reads it). Requests past the limit, and frames past the bytes, wait unread,
+/// and QUIC flow control stops the peer: a member that opens every stream it may and never
+/// finishes, or never reads, holds at most about `bytes + requests x 2 x MAX_FRAME_BYTES` of this
+/// node's memory. An honest member never waits: it pushes at most 16 chunks at once, sends one
+/// Raft message at a time, and fetches with fewer requests in flight than the limit.
+#[derive(Debug)]
+pub struct Allowance {
+    bytes: Semaphore,
+    requests: Semaphore,
+}
+
+impl Allowance {
+    /// An allowance of `bytes` bytes of frames and `requests` requests in service.
+    pub fn new(bytes: u32, requests: u32) -> Self {
+        assert!(
+            bytes >= MAX_FRAME_BYTES,
+            "an allowance must fit the largest frame"
+        );
+        Self {
+            bytes: Semaphore::new(bytes as usize),
+            requests: Semaphore::new(requests.max(1) as usize),
+        }
+    }
+
+    /// No limit: for transports whose frames only their own peers write (the in-memory one).
+    pub const fn unmetered() -> Self {
+        Self {
+            bytes: Semaphore::const_new(Semaphore::MAX_PERMITS),
+            requests: Semaphore::const_new(Semaphore::MAX_PERMITS),
+        }
+    }
+}
+
 /// Answers requests and takes messages from authenticated peers.
 pub trait Handler: Send + Sync + 'static {
     /// Answers `request` from `from`. Never fails: refusals are [`Response::Error`].
@@ -91,14 +126,21 @@ pub async fn serve_request_stream<R, W>(
     from: &PeerId,
     mut recv: R,
     mut send: W,
-    budget: &Semaphore,
+    allowance: &Allowance,
 ) -> Result<(), FrameError>
 where
     R: AsyncRead + Unpin,
     W: AsyncWrite + Unpin,
 {
-    // The request's bytes stay charged to `from` until its answer is written.
-    let (body, _charged) = read_only_frame_within(&mut recv, MAX_FRAME_BYTES, budget).await?;
+    // One of `from`'s requests in service until its answer is written; its bytes charged until
+    // it has been handled.
+    let _in_service = allowance
+        .requests
+        .acquire()
+        .await
+        .map_err(|_| FrameError::Io("the peer's allowance is closed".into()))?;
+    let (body, charged) =
+        read_only_frame_within(&mut recv, MAX_FRAME_BYTES, &allowance.bytes).await?;
     let response = match decode_body::<Request>(&body) {
         Ok(request) => handler.handle(from, request),
         Err(error) => {
@@ -106,22 +148,23 @@ where
             Response::Error(RemoteError::Malformed)
         }
     };
-    drop(body);
+    drop((body, charged));
     write_frame(&mut send, &response).await?;
     send.shutdown()
         .await
         .map_err(|error| FrameError::Io(error.to_string()))
 }
 
-/// Serves one message stream: one frame whose body is the raw payload, charged to `budget`
+/// Serves one message stream: one frame whose body is the raw payload, charged to `allowance`
 /// while it is read and handed over.
 pub async fn serve_message_stream<R: AsyncRead + Unpin>(
     handler: &dyn Handler,
     from: &PeerId,
     mut recv: R,
-    budget: &Semaphore,
+    allowance: &Allowance,
 ) -> Result<(), FrameError> {
-    let (payload, _charged) = read_only_frame_within(&mut recv, MAX_FRAME_BYTES, budget).await?;
+    let (payload, _charged) =
+        read_only_frame_within(&mut recv, MAX_FRAME_BYTES, &allowance.bytes).await?;
     handler.on_message(from, payload);
     Ok(())
 }

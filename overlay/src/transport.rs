@@ -15,15 +15,14 @@ use tokio::io::AsyncWriteExt;
 
 use crate::error::TransportError;
 use crate::peer::PeerId;
-use crate::service::{Handler, serve_message_stream, serve_request_stream};
+use crate::service::{Allowance, Handler, serve_message_stream, serve_request_stream};
 use crate::wire::{
     MAX_FRAME_BYTES, Request, Response, decode_body, read_only_frame, write_frame, write_raw_frame,
 };
 
-/// The in-memory network carries only frames its own peers wrote: their bytes are not metered
-/// (QUIC peers are, see [`crate::QuicTransport`]).
-static UNMETERED: tokio::sync::Semaphore =
-    tokio::sync::Semaphore::const_new(tokio::sync::Semaphore::MAX_PERMITS);
+/// The in-memory network carries only frames its own peers wrote: they are not metered (QUIC
+/// peers are, see [`crate::QuicTransport`]).
+static UNMETERED: Allowance = Allowance::unmetered();
 
 /// Sends requests and messages to peers by their member key.
 pub trait Transport: Send + Sync + 'static {

@@ -308,6 +308,10 @@ impl Cluster {
                 self.bus.make_contiguous().shuffle(&mut self.rng);
             }
             while let Some(message) = self.bus.pop_front() {
+                // Recorded as sent, whether or not the network delivers it.
+                if let Some(recorded) = self.recorded.as_mut() {
+                    recorded.push(message.clone());
+                }
                 let link = (message.sender(), message.recipient());
                 if self.cut.contains(&link) {
                     continue;
@@ -320,9 +324,6 @@ impl Cluster {
                     continue;
                 }
                 let message = self.maybe_corrupt(message);
-                if let Some(recorded) = self.recorded.as_mut() {
-                    recorded.push(message.clone());
-                }
                 let to = message.recipient();
                 if let Some(replica) = self.node(to).replica.as_mut() {
                     // Messages a replica refuses (e.g. from a stale term) are simply dropped,
