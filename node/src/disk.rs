@@ -268,6 +268,11 @@ pub fn discard_unfinished_database_file(path: &std::path::Path) -> std::io::Resu
         Err(error) if error.kind() == std::io::ErrorKind::NotFound => return Ok(false),
         Err(error) => return Err(error),
     };
+    // Another process holding the file (a second node started on the same directory, perhaps
+    // creating it this moment) decides for itself; this one leaves the file alone.
+    if file.try_lock().is_err() {
+        return Ok(false);
+    }
     let backend = redb::backends::FileBackend::new(file).map_err(|error| match error {
         redb::DatabaseError::Storage(redb::StorageError::Io(error)) => error,
         other => std::io::Error::other(other.to_string()),
