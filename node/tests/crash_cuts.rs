@@ -21,9 +21,9 @@ use rand::rngs::StdRng;
 use rand::{RngExt, SeedableRng};
 
 /// Cut points tried per workload at most.
-const MAX_CUTS: u64 = 700;
+const MAX_CUTS: u64 = 1_000;
 /// Torn variants of each cut.
-const TORN_PER_CUT: u64 = 3;
+const TORN_PER_CUT: u64 = 2;
 
 /// Every cut point from 0 to `total` if there are at most [`MAX_CUTS`], else that many spread
 /// evenly over them (the first and last included).
@@ -76,9 +76,9 @@ fn over_every_cut<A>(
 #[test]
 fn the_chunk_store_keeps_every_acknowledged_chunk_across_power_cuts() {
     let mut rng = StdRng::seed_from_u64(7);
-    let chunks: Vec<(ChunkHash, Vec<u8>)> = (0..40)
+    let chunks: Vec<(ChunkHash, Vec<u8>)> = (0..80)
         .map(|i| {
-            let len = [1_000, 70_000, 300_000][i % 3] + i;
+            let len = [1_000, 20_000, 90_000][i % 3] + i;
             let bytes: Vec<u8> = (0..len).map(|_| rng.random()).collect();
             (ChunkHash::of(&bytes), bytes)
         })
@@ -114,9 +114,9 @@ fn the_chunk_store_keeps_every_acknowledged_chunk_across_power_cuts() {
 #[test]
 fn the_private_database_keeps_every_acknowledged_record_across_power_cuts() {
     let mut rng = StdRng::seed_from_u64(8);
-    let records: Vec<Vec<u8>> = (0..30)
+    let records: Vec<Vec<u8>> = (0..50)
         .map(|i| {
-            let len = [10, 5_000, 600_000][i % 3];
+            let len = [10, 5_000, 150_000][i % 3];
             (0..len).map(|_| rng.random()).collect()
         })
         .collect();
@@ -177,7 +177,7 @@ fn the_ledger_keeps_every_acknowledged_transaction_across_power_cuts() {
     let owner = consortium.members[0].id;
     let files = SmallFiles::new(&consortium, owner, &mut rng).unwrap();
     let key = signing_key(4, 0);
-    let txs: Vec<Transaction> = (1..=48u64)
+    let txs: Vec<Transaction> = (1..=96u64)
         .map(|nonce| {
             let file = files.file_id(nonce, &mut rng);
             let table = files.table(file, nonce, &mut rng).unwrap();
