@@ -6,6 +6,7 @@ use std::collections::BTreeMap;
 use std::sync::{Arc, PoisonError};
 use std::time::Duration;
 
+use crate::inbound::Inbound;
 use ledger::{MemberId, Replica, ReplicaConfig, Transaction, TxId, WireMessage};
 use overlay::{PeerId, Transport};
 use tokio::sync::{mpsc, oneshot, watch};
@@ -48,7 +49,7 @@ pub(crate) async fn run_ledger<T: Transport>(
     mut opener: LedgerOpener,
     shared: Arc<Shared<T>>,
     mut commands: mpsc::Receiver<Command>,
-    mut messages: mpsc::Receiver<(PeerId, Vec<u8>)>,
+    mut messages: mpsc::Receiver<Inbound>,
     tick: Duration,
     mut stopped: watch::Receiver<bool>,
 ) {
@@ -124,7 +125,7 @@ fn reopen<T>(shared: &Shared<T>, opener: &mut LedgerOpener) -> Result<Replica, E
 async fn refuse_while_down<T>(
     shared: &Shared<T>,
     commands: &mut mpsc::Receiver<Command>,
-    messages: &mut mpsc::Receiver<(PeerId, Vec<u8>)>,
+    messages: &mut mpsc::Receiver<Inbound>,
     stopped: &mut watch::Receiver<bool>,
     delay: Duration,
 ) -> bool {
@@ -161,7 +162,7 @@ async fn serve_ledger<T: Transport>(
     mut replica: Replica,
     shared: &Arc<Shared<T>>,
     commands: &mut mpsc::Receiver<Command>,
-    messages: &mut mpsc::Receiver<(PeerId, Vec<u8>)>,
+    messages: &mut mpsc::Receiver<Inbound>,
     outbox: &mut Outbox,
     next_nonce: &mut u64,
     tick: Duration,
@@ -184,7 +185,9 @@ async fn serve_ledger<T: Transport>(
         tokio::select! {
             biased;
             _ = stopped.changed() => return Served::Stopped,
-            Some((from, bytes)) = messages.recv() => deliver(&mut replica, &peers, from, &bytes),
+            Some(inbound) = messages.recv() => {
+                deliver(&mut replica, &peers, inbound.from, &inbound.bytes);
+            }
             Some(command) = commands.recv() => match command {
                 Command::Submit { body, reply } => {
                     *next_nonce = (*next_nonce).max(replica.state().nonce(&me) + 1);

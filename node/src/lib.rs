@@ -23,6 +23,7 @@ mod disk;
 mod error;
 pub mod frames;
 mod holder;
+mod inbound;
 mod ledger_task;
 pub mod load;
 mod metrics;

@@ -25,6 +25,7 @@ use tokio::task::JoinHandle;
 use crate::compute::Compute;
 use crate::config::{Consortium, Keys, ReleasePolicy};
 use crate::error::Error;
+use crate::inbound::InboundQueue;
 use crate::ledger_task::{LedgerOpener, run_ledger};
 use crate::metrics::Metrics;
 use crate::private::{PrivateDb, RecordWriter};
@@ -95,9 +96,11 @@ pub struct NodeOptions {
     pub compute: Compute,
 }
 
-/// Counts served chunks, then answers with the standard chunk service.
+/// Counts served chunks, then answers with the standard chunk service; queues Raft messages
+/// for the ledger task itself, bounded per member in bytes (see the `inbound` module).
 struct CountingHandler {
     inner: overlay::ChunkService,
+    messages: InboundQueue,
     metrics: Arc<Metrics>,
 }
 
@@ -114,15 +117,13 @@ impl Handler for CountingHandler {
     }
 
     fn on_message(&self, from: &PeerId, payload: Vec<u8>) {
-        self.inner.on_message(from, payload);
+        self.messages.offer(*from, payload);
     }
 }
 
 /// Every ledger message fits in one overlay frame (the ledger ties its own limits to this one).
 const _: () = assert!(ledger::MAX_MESSAGE_BYTES <= overlay::wire::MAX_FRAME_BYTES as usize);
 
-/// Raft messages waiting for the ledger task; beyond this they are dropped (Raft resends).
-const MESSAGE_QUEUE: usize = 4096;
 /// Submissions and queries waiting for the ledger task.
 const COMMAND_QUEUE: usize = 1024;
 
@@ -166,9 +167,16 @@ impl<T: Transport> Node<T> {
         )?;
         let metrics = Arc::new(Metrics::default());
         let chunks = Arc::new(stores.chunks);
-        let (message_tx, message_rx) = mpsc::channel(MESSAGE_QUEUE);
+        let (message_queue, message_rx) = InboundQueue::new(
+            consortium
+                .members
+                .iter()
+                .map(|member| PeerId::from_bytes(*member.id.as_bytes())),
+        );
+        // The chunk service's own message channel goes unused: messages go to `message_queue`.
         let handler: Arc<dyn Handler> = Arc::new(CountingHandler {
-            inner: overlay::ChunkService::new(chunks.clone(), message_tx),
+            inner: overlay::ChunkService::new(chunks.clone(), mpsc::channel(1).0),
+            messages: message_queue,
             metrics: metrics.clone(),
         });
         let transport = make_transport(handler)?;
