@@ -268,6 +268,75 @@ fn authorize<T: Transport>(state: &ApiState<T>, headers: &HeaderMap) -> Result<(
     }
 }
 
+/// How the admin API holds its connections ([`serve`]).
+#[derive(Clone, Copy, Debug)]
+pub struct ServeLimits {
+    /// Connections served at once; further ones wait in the listen backlog.
+    pub max_connections: usize,
+    /// How long a client may take to send a request's head, from when the node starts reading
+    /// it (a new connection, or the end of the previous answer on one kept alive).
+    pub header_read_timeout: Duration,
+}
+
+impl Default for ServeLimits {
+    fn default() -> Self {
+        Self {
+            max_connections: 256,
+            header_read_timeout: Duration::from_secs(10),
+        }
+    }
+}
+
+/// Serves `app` on `listener` until `stop` completes, then lets the requests in progress
+/// finish. Unlike `axum::serve`, it bounds the connections it serves and closes one whose
+/// client does not send a request head in time: a client that sends half a request and stalls
+/// holds its connection, so without both bounds a few hundred of them would exhaust the node's
+/// file descriptors and lock the CLI out.
+pub async fn serve(
+    listener: tokio::net::TcpListener,
+    app: Router,
+    limits: ServeLimits,
+    stop: impl Future<Output = ()>,
+) -> std::io::Result<()> {
+    let slots = Arc::new(tokio::sync::Semaphore::new(limits.max_connections.max(1)));
+    let graceful = hyper_util::server::graceful::GracefulShutdown::new();
+    let mut http = hyper::server::conn::http1::Builder::new();
+    http.timer(hyper_util::rt::TokioTimer::new())
+        .header_read_timeout(limits.header_read_timeout);
+    tokio::pin!(stop);
+    loop {
+        let slot = tokio::select! {
+            biased;
+            () = &mut stop => break,
+            slot = slots.clone().acquire_owned() => slot.map_err(std::io::Error::other)?,
+        };
+        let stream = tokio::select! {
+            biased;
+            () = &mut stop => break,
+            accepted = listener.accept() => match accepted {
+                Ok((stream, _)) => stream,
+                Err(error) => {
+                    // Out of descriptors, a connection reset while queued: wait and go on.
+                    tracing::debug!(%error, "admin API accept failed");
+                    tokio::time::sleep(Duration::from_millis(50)).await;
+                    continue;
+                }
+            },
+        };
+        let service = hyper_util::service::TowerToHyperService::new(app.clone());
+        let connection =
+            graceful.watch(http.serve_connection(hyper_util::rt::TokioIo::new(stream), service));
+        tokio::spawn(async move {
+            if let Err(error) = connection.await {
+                tracing::debug!(%error, "admin API connection ended");
+            }
+            drop(slot);
+        });
+    }
+    graceful.shutdown().await;
+    Ok(())
+}
+
 /// The API router for `node`. A `POST /v1/shutdown` notifies `shutdown`.
 pub fn router<T: Transport>(node: Arc<Node<T>>, token: String, shutdown: Arc<Notify>) -> Router {
     let state = Arc::new(ApiState {

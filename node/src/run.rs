@@ -83,8 +83,7 @@ async fn serve(
         }
         tracing::info!("stopping");
     };
-    axum::serve(admin, app)
-        .with_graceful_shutdown(stop)
+    node::api::serve(admin, app, node::api::ServeLimits::default(), stop)
         .await
         .context("admin API failed")?;
     node.shutdown().await;
