@@ -365,6 +365,7 @@ impl Replica {
             Envelope::Raft(raft) => {
                 let message = Message::try_from(*raft)?;
                 check_entries(&message)?;
+                self.check_raft_message(&message)?;
                 match message.get_msg_type() {
                     MessageType::MsgSnapshot => return self.receive_snapshot(message),
                     MessageType::MsgPropose if self.is_leader() => {
@@ -1126,6 +1127,79 @@ impl Replica {
     }
 }
 
+impl Replica {
+    /// Refuses what raft-rs would panic on, or what no honest replica sends, before it reaches
+    /// raft-rs (which trusts its peers: its `fatal!`s assume every message came from a correct
+    /// replica). Found by fuzzing: a pre-vote request of term 0 made raft-rs answer with term 0
+    /// and abort ("term should be set when sending MsgRequestPreVoteResponse").
+    fn check_raft_message(&self, message: &Message) -> Result<(), Error> {
+        let refuse = |reason: String| Err(Error::BadMessage { reason });
+        let kind = message.get_msg_type();
+        let log = &self.node.raft.raft_log;
+        match kind {
+            // Forwarded by a follower, as raft-rs forwards them: without a term.
+            MessageType::MsgPropose => return Ok(()),
+            MessageType::MsgAppend
+            | MessageType::MsgAppendResponse
+            | MessageType::MsgRequestVote
+            | MessageType::MsgRequestVoteResponse
+            | MessageType::MsgRequestPreVote
+            | MessageType::MsgRequestPreVoteResponse
+            | MessageType::MsgHeartbeat
+            | MessageType::MsgHeartbeatResponse
+            | MessageType::MsgSnapshot => {}
+            // Local to a replica (ticks, reports) or never used here (leadership transfer,
+            // read index): no peer has reason to send them.
+            other => return refuse(format!("{other:?} is not a message between replicas")),
+        }
+        // A term of 0 marks a local message to raft-rs (snapshot offers are checked against the
+        // leader and its term by `receive_snapshot`).
+        if message.term == 0 && kind != MessageType::MsgSnapshot {
+            return refuse(format!("{kind:?} without a term"));
+        }
+        match kind {
+            MessageType::MsgAppend => {
+                if message.log_term > message.term {
+                    return refuse("an append whose previous entry is from a later term".into());
+                }
+                let mut expected = message.index;
+                let mut last_term = message.log_term;
+                for entry in message.get_entries() {
+                    expected = expected.saturating_add(1);
+                    if entry.index != expected
+                        || entry.term < last_term
+                        || entry.term > message.term
+                    {
+                        return refuse(format!(
+                            "an append whose entries do not follow index {} in term order",
+                            message.index
+                        ));
+                    }
+                    last_term = entry.term;
+                }
+            }
+            MessageType::MsgHeartbeat if message.commit > log.last_index() => {
+                return refuse(format!(
+                    "a heartbeat committing {} beyond this log's last index {}",
+                    message.commit,
+                    log.last_index()
+                ));
+            }
+            MessageType::MsgAppendResponse
+                if !message.reject && message.index > log.last_index() =>
+            {
+                return refuse(format!(
+                    "an append acknowledged up to {} beyond this log's last index {}",
+                    message.index,
+                    log.last_index()
+                ));
+            }
+            _ => {}
+        }
+        Ok(())
+    }
+}
+
 /// Refuses entries no honest replica sends: a proposal that is not one normal entry of at most a
 /// block (membership is fixed by the genesis; a larger entry could never be sent on in an append),
 /// and appends carrying entries over a block. raft-rs appends whatever a leader receives.
@@ -1368,6 +1442,59 @@ mod tests {
         let effects = replica.poll().unwrap();
         let kinds: Vec<_> = effects.messages.iter().map(WireMessage::kind).collect();
         assert_eq!(kinds, ["snapshot-request"; 3]);
+    }
+
+    /// A message of `kind` from member 2 at `term`, as a peer would send it.
+    fn from_peer(kind: MessageType, term: u64) -> Message {
+        let mut message = Message {
+            to: 1,
+            from: 2,
+            term,
+            ..Message::default()
+        };
+        message.set_msg_type(kind);
+        message
+    }
+
+    #[test]
+    fn raft_messages_raft_rs_would_abort_on_are_refused_and_the_replica_survives() {
+        let mut replica = replica();
+        let refused = |replica: &mut Replica, message: Message| {
+            let error = replica
+                .handle_message(WireMessage::from(message))
+                .unwrap_err();
+            assert!(matches!(error, Error::BadMessage { .. }), "{error}");
+        };
+        // Found by fuzzing: raft-rs answered a pre-vote of term 0 with term 0, and aborted.
+        refused(&mut replica, from_peer(MessageType::MsgRequestPreVote, 0));
+        refused(&mut replica, from_peer(MessageType::MsgRequestVote, 0));
+        // Local messages are not a peer's to send.
+        refused(&mut replica, from_peer(MessageType::MsgHup, 5));
+        refused(&mut replica, from_peer(MessageType::MsgTimeoutNow, 5));
+        // A heartbeat committing past this log's end (raft-rs aborts: "out of range").
+        let mut heartbeat = from_peer(MessageType::MsgHeartbeat, 5);
+        heartbeat.commit = 1_000;
+        refused(&mut replica, heartbeat);
+        // Entries that do not follow the append's index, or go back in term.
+        let entry = |index, term| Entry {
+            index,
+            term,
+            ..Entry::default()
+        };
+        let mut gap = from_peer(MessageType::MsgAppend, 5);
+        gap.set_entries(vec![entry(3, 5)].into());
+        refused(&mut replica, gap);
+        let mut backwards = from_peer(MessageType::MsgAppend, 5);
+        backwards.log_term = 4;
+        backwards.set_entries(vec![entry(1, 3)].into());
+        refused(&mut replica, backwards);
+        // The replica still works, and a well-formed pre-vote is answered.
+        let mut prevote = from_peer(MessageType::MsgRequestPreVote, 5);
+        prevote.index = 10;
+        prevote.log_term = 4;
+        replica.handle_message(WireMessage::from(prevote)).unwrap();
+        let effects = replica.poll().unwrap();
+        assert!(!effects.messages.is_empty(), "the pre-vote is answered");
     }
 
     #[test]
