@@ -9,10 +9,9 @@
 mod common;
 
 use std::net::SocketAddr;
-use std::sync::Arc;
 use std::time::Duration;
 
-use common::{eventually, start};
+use common::{serve_api, start_with_leader};
 use overlay::MemoryNetwork;
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
 use tokio::net::TcpStream;
@@ -86,28 +85,12 @@ fn bearer(token: &str) -> String {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn hostile_admin_clients_get_clear_errors_and_honest_ones_are_served() {
     let network = MemoryNetwork::new();
-    let members = start(&network, 4);
-    eventually("a leader", || async {
-        members[0].node.leader_id().await.ok().flatten().is_some()
-    })
-    .await;
-    let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
-    let address = listener.local_addr().unwrap();
-    let app = node::api::router(
-        members[0].node.clone(),
-        TOKEN.into(),
-        Arc::new(tokio::sync::Notify::new()),
-    );
+    let members = start_with_leader(&network, 4).await;
     let limits = node::api::ServeLimits {
         max_connections: 16,
         header_read_timeout: Duration::from_secs(1),
     };
-    let server = tokio::spawn(node::api::serve(
-        listener,
-        app,
-        limits,
-        std::future::pending(),
-    ));
+    let (address, server) = serve_api(members[0].node.clone(), TOKEN, limits).await;
     let status_ok = || async {
         let (code, body) = exchange(
             address,
@@ -225,19 +208,7 @@ async fn hostile_admin_clients_get_clear_errors_and_honest_ones_are_served() {
     server.abort();
 
     // A router given an empty token admits no one, not everyone without a header.
-    let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
-    let open_address = listener.local_addr().unwrap();
-    let app = node::api::router(
-        members[0].node.clone(),
-        String::new(),
-        Arc::new(tokio::sync::Notify::new()),
-    );
-    let open = tokio::spawn(node::api::serve(
-        listener,
-        app,
-        node::api::ServeLimits::default(),
-        std::future::pending(),
-    ));
+    let (open_address, open) = serve_api(members[0].node.clone(), "", Default::default()).await;
     let (code, _) = exchange(open_address, "GET /v1/status HTTP/1.1", b"").await;
     assert_eq!(code, 401);
     let (code, _) = exchange(

@@ -7,11 +7,10 @@
 
 mod common;
 
-use std::sync::Arc;
 use std::sync::atomic::Ordering;
 use std::time::Duration;
 
-use common::{eventually, request_when_deposited, start};
+use common::{eventually, request_when_deposited, serve_api, start_with_leader};
 use node::frames::{self, FrameKind};
 use overlay::MemoryNetwork;
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
@@ -21,23 +20,12 @@ const TOKEN: &str = "test-token-of-16-chars";
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_fetch_streams_in_frames_and_stops_when_its_client_goes_away() {
     let network = MemoryNetwork::new();
-    let members = start(&network, 4);
-    eventually("a leader", || async {
-        members[0].node.leader_id().await.ok().flatten().is_some()
-    })
-    .await;
+    let members = start_with_leader(&network, 4).await;
     let data: Vec<u8> = (0..24 << 20).map(|i: u32| (i % 253) as u8).collect();
     let stored = members[0].node.store(data.clone()).await.unwrap();
     let auditor = members[3].node.clone();
     request_when_deposited(&auditor, stored.file_id).await;
-    let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
-    let address = listener.local_addr().unwrap();
-    let app = node::api::router(
-        auditor.clone(),
-        TOKEN.into(),
-        Arc::new(tokio::sync::Notify::new()),
-    );
-    let server = tokio::spawn(async move { axum::serve(listener, app).await });
+    let (address, server) = serve_api(auditor.clone(), TOKEN, Default::default()).await;
     let body = format!("{{\"file_id\":\"{}\",\"timeout_secs\":30}}", stored.file_id);
 
     // A whole fetch: data frames in order, then the receipt.

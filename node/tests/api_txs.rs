@@ -7,9 +7,7 @@
 
 mod common;
 
-use std::sync::Arc;
-
-use common::{consortium, eventually, signing_key, start};
+use common::{consortium, serve_api, signing_key, start_with_leader};
 use ledger::{Body, Transaction};
 use node::api::{Nonces, TxBatchAnswer};
 use node::load::SmallFiles;
@@ -37,19 +35,8 @@ fn post(address: std::net::SocketAddr, body: Vec<u8>) -> (u16, String) {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn signed_batches_are_ordered_answered_and_replays_refused() {
     let network = MemoryNetwork::new();
-    let members = start(&network, 4);
-    eventually("a leader", || async {
-        members[0].node.leader_id().await.ok().flatten().is_some()
-    })
-    .await;
-    let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
-    let address = listener.local_addr().unwrap();
-    let app = node::api::router(
-        members[0].node.clone(),
-        TOKEN.into(),
-        Arc::new(tokio::sync::Notify::new()),
-    );
-    let server = tokio::spawn(async move { axum::serve(listener, app).await });
+    let members = start_with_leader(&network, 4).await;
+    let (address, server) = serve_api(members[0].node.clone(), TOKEN, Default::default()).await;
 
     // Two participants' files: member-1 registers and deposits, member-2 registers.
     let consortium = consortium(4);

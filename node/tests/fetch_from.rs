@@ -8,18 +8,14 @@ mod common;
 
 use std::time::Duration;
 
-use common::{eventually, request_when_deposited, start};
+use common::{request_when_deposited, start_with_leader};
 use overlay::MemoryNetwork;
 use tokio::sync::mpsc;
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn one_owner_serves_every_chunk_and_a_non_owner_is_refused() {
     let network = MemoryNetwork::new();
-    let members = start(&network, 4);
-    eventually("a leader", || async {
-        members[0].node.leader_id().await.ok().flatten().is_some()
-    })
-    .await;
+    let members = start_with_leader(&network, 4).await;
     let data: Vec<u8> = (0..3 << 20).map(|i: u32| (i % 251) as u8).collect();
     let stored = members[0].node.store(data.clone()).await.unwrap();
     let auditor = members[3].node.clone();

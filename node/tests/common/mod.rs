@@ -187,3 +187,35 @@ pub async fn request_when_deposited(auditor: &Node<MemoryTransport>, file: keysh
     .await;
     auditor.request(file, "audit".into()).await.unwrap();
 }
+
+/// [`start`], then waits until the first member knows a leader.
+pub async fn start_with_leader(network: &MemoryNetwork, count: usize) -> Vec<Member> {
+    let members = start(network, count);
+    eventually("a leader", || async {
+        members[0].node.leader_id().await.ok().flatten().is_some()
+    })
+    .await;
+    members
+}
+
+/// Serves `node`'s admin API on 127.0.0.1 with `token` and `limits`, as `blocktorrent run`
+/// does; returns its address and the server task (abort it to stop).
+pub async fn serve_api(
+    node: Arc<Node<MemoryTransport>>,
+    token: &str,
+    limits: node::api::ServeLimits,
+) -> (
+    std::net::SocketAddr,
+    tokio::task::JoinHandle<std::io::Result<()>>,
+) {
+    let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let address = listener.local_addr().unwrap();
+    let app = node::api::router(node, token.into(), Arc::new(tokio::sync::Notify::new()));
+    let server = tokio::spawn(node::api::serve(
+        listener,
+        app,
+        limits,
+        std::future::pending(),
+    ));
+    (address, server)
+}
