@@ -1152,6 +1152,11 @@ impl Replica {
             // read index): no peer has reason to send them.
             other => return refuse(format!("{other:?} is not a message between replicas")),
         }
+        // Priorities are not used here, and a lower one makes a replica at term 0 refuse a
+        // pre-vote with its own term, 0, which raft-rs then aborts on (found by fuzzing too).
+        if message.priority != 0 || message.deprecated_priority != 0 {
+            return refuse(format!("{kind:?} with a priority"));
+        }
         // A term of 0 marks a local message to raft-rs (snapshot offers are checked against the
         // leader and its term by `receive_snapshot`).
         if message.term == 0 && kind != MessageType::MsgSnapshot {
@@ -1468,6 +1473,10 @@ mod tests {
         // Found by fuzzing: raft-rs answered a pre-vote of term 0 with term 0, and aborted.
         refused(&mut replica, from_peer(MessageType::MsgRequestPreVote, 0));
         refused(&mut replica, from_peer(MessageType::MsgRequestVote, 0));
+        // And one of a lower priority, which a replica at term 0 refuses with term 0.
+        let mut low = from_peer(MessageType::MsgRequestPreVote, 5);
+        low.priority = -1;
+        refused(&mut replica, low);
         // Local messages are not a peer's to send.
         refused(&mut replica, from_peer(MessageType::MsgHup, 5));
         refused(&mut replica, from_peer(MessageType::MsgTimeoutNow, 5));
