@@ -7,14 +7,15 @@
 use std::collections::BTreeMap;
 use std::net::SocketAddr;
 use std::sync::Arc;
+use std::sync::atomic::{AtomicUsize, Ordering};
 use std::time::{Duration, Instant};
 
 use ed25519_dalek::SigningKey;
 use keyshare::ChunkHash;
 use overlay::wire::{Request, Response};
 use overlay::{
-    ChunkService, ChunkStore, INBOUND_BUDGET_BYTES_PER_PEER, MAX_CONNECTIONS_PER_PEER, PeerId,
-    QuicTransport, Transport,
+    ChunkService, ChunkStore, Handler, INBOUND_BUDGET_BYTES_PER_PEER, MAX_CONNECTIONS_PER_PEER,
+    PeerId, QuicTransport, REQUESTS_IN_SERVICE_PER_PEER, Transport,
 };
 use redb::backends::InMemoryBackend;
 use tokio::sync::mpsc;
@@ -40,12 +41,19 @@ fn service() -> Arc<ChunkService> {
 /// The server (key 1), an honest member (key 2) and the hostile member (key 3), each bound to
 /// 127.0.0.1 and knowing where the server listens.
 fn bind() -> (Arc<QuicTransport>, Arc<QuicTransport>, Arc<QuicTransport>) {
+    bind_serving(service())
+}
+
+/// [`bind`], the server answering with `handler`.
+fn bind_serving(
+    handler: Arc<dyn Handler>,
+) -> (Arc<QuicTransport>, Arc<QuicTransport>, Arc<QuicTransport>) {
     let loopback: SocketAddr = "127.0.0.1:0".parse().unwrap();
     let members = [key(1), key(2), key(3)];
     let book: BTreeMap<PeerId, SocketAddr> =
         members.iter().map(|k| (peer_of(k), loopback)).collect();
     let server =
-        Arc::new(QuicTransport::bind(&members[0], loopback, book.clone(), service()).unwrap());
+        Arc::new(QuicTransport::bind(&members[0], loopback, book.clone(), handler).unwrap());
     let at = server.local_addr().unwrap();
     let client = |k: &SigningKey| {
         let transport = QuicTransport::bind(k, loopback, book.clone(), service()).unwrap();
@@ -116,6 +124,66 @@ async fn a_member_trickling_endless_frames_holds_at_most_its_budget() {
     }
     let waited = ping(&honest, server_id, 2).await;
     assert!(waited < HONEST_WITHIN, "honest ping took {waited:?}");
+}
+
+/// Counts the chunk requests it answers.
+struct Counting {
+    inner: Arc<ChunkService>,
+    gets: AtomicUsize,
+}
+
+impl Handler for Counting {
+    fn handle(&self, from: &PeerId, request: Request) -> Response {
+        if matches!(request, Request::GetChunk { .. }) {
+            self.gets.fetch_add(1, Ordering::SeqCst);
+        }
+        self.inner.handle(from, request)
+    }
+
+    fn on_message(&self, from: &PeerId, payload: Vec<u8>) {
+        self.inner.on_message(from, payload);
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_member_that_never_reads_its_answers_has_few_in_service() {
+    let counting = Arc::new(Counting {
+        inner: service(),
+        gets: AtomicUsize::new(0),
+    });
+    let (server, _, hostile) = bind_serving(counting.clone());
+    let server_id = server.local_peer();
+    let bytes = vec![4u8; 4 << 20];
+    let hash = ChunkHash::of(&bytes);
+    let stored = hostile
+        .request(server_id, Request::PutChunk { hash, bytes }, TIMEOUT)
+        .await
+        .unwrap();
+    assert_eq!(stored, Response::Stored);
+    // 160 requests for a 4 MiB chunk whose answers are never read: without a limit the server
+    // builds all 160 (640 MiB) and holds them.
+    const REQUESTS: usize = 160;
+    let connection = hostile.connection(server_id).await.unwrap();
+    let frame = overlay::wire::encode_frame(&Request::GetChunk { hash }).unwrap();
+    let mut unread = Vec::new();
+    for _ in 0..REQUESTS {
+        let (mut send, recv) = connection.open_bi().await.unwrap();
+        send.write_all(&frame).await.unwrap();
+        send.finish().unwrap();
+        unread.push((send, recv));
+    }
+    tokio::time::sleep(Duration::from_secs(4)).await;
+    let answered = counting.gets.load(Ordering::SeqCst);
+    // In service at once, plus the answers the connection's receive window (64 MiB) took whole.
+    let allowed = REQUESTS_IN_SERVICE_PER_PEER as usize + (64 << 20) / (4 << 20) + 4;
+    assert!(
+        answered <= allowed,
+        "{answered} answers built, allowed {allowed}"
+    );
+    assert!(
+        answered >= 16,
+        "only {answered} answered: is the test sending?"
+    );
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
