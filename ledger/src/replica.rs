@@ -81,8 +81,14 @@ pub struct ReplicaConfig {
     pub max_pending_txs: usize,
     /// Largest encoded transaction accepted; at most [`MAX_TX_BYTES`].
     pub max_tx_bytes: usize,
-    /// Applied entries between snapshots (which compact the log).
+    /// Fewest applied entries between snapshots (which compact the log).
     pub snapshot_interval_entries: u64,
+    /// A snapshot also waits until the entries applied since the last one hold this percentage of
+    /// that snapshot's body in bytes (0: no such wait). Each snapshot encodes, hashes and writes
+    /// the whole state, so taking one every fixed number of entries costs O(state) per interval,
+    /// quadratic in the chain's length; at 100 the work stays proportional to the log, and the
+    /// log held in memory stays about the state's size.
+    pub snapshot_log_percent: u64,
 }
 
 impl ReplicaConfig {
@@ -99,6 +105,7 @@ impl ReplicaConfig {
             max_pending_txs: 200_000,
             max_tx_bytes: MAX_TX_BYTES,
             snapshot_interval_entries: 1_000,
+            snapshot_log_percent: 100,
         }
     }
 
@@ -212,6 +219,8 @@ pub struct Replica {
     unapplied: VecDeque<Entry>,
     applied_index: u64,
     snapshot_index: u64,
+    /// Bytes of the entries applied since the latest snapshot.
+    applied_bytes_since_snapshot: u64,
     pending_effects: Effects,
     /// Snapshot bodies this replica can serve.
     holds: Holds,
@@ -279,6 +288,7 @@ impl Replica {
             unapplied: VecDeque::new(),
             applied_index: snapshot_index,
             snapshot_index,
+            applied_bytes_since_snapshot: 0,
             pending_effects: Effects::default(),
             holds,
             download: None,
@@ -522,6 +532,7 @@ impl Replica {
         let mut decoded = Vec::new();
         for entry in entries {
             self.applied_index = entry.index;
+            self.applied_bytes_since_snapshot += entry.data.len() as u64;
             if entry.get_entry_type() != EntryType::EntryNormal || entry.data.is_empty() {
                 continue;
             }
@@ -1042,6 +1053,7 @@ impl Replica {
         self.log.write().install_snapshot(snapshot.clone());
         self.applied_index = index;
         self.snapshot_index = index;
+        self.applied_bytes_since_snapshot = 0;
         batch.snapshot = Some(SnapshotWrite {
             snapshot: WireSnapshot::from(snapshot),
             body: body.bytes.clone(),
@@ -1070,9 +1082,16 @@ impl Replica {
         self.pending_effects.superseded.extend(superseded);
     }
 
-    /// Takes a snapshot of the contract state and compacts the log when enough entries applied.
+    /// Takes a snapshot of the contract state and compacts the log when enough entries applied,
+    /// holding enough bytes next to the last snapshot (see
+    /// [`ReplicaConfig::snapshot_log_percent`]).
     fn maybe_snapshot(&mut self) -> Result<(), Error> {
-        if self.applied_index < self.snapshot_index + self.config.snapshot_interval_entries {
+        let log_wanted = u128::from(self.snapshot_body_bytes())
+            * u128::from(self.config.snapshot_log_percent)
+            / 100;
+        if self.applied_index < self.snapshot_index + self.config.snapshot_interval_entries
+            || u128::from(self.applied_bytes_since_snapshot) < log_wanted
+        {
             return Ok(());
         }
         let index = self.applied_index;
@@ -1098,6 +1117,7 @@ impl Replica {
         }
         self.log.write().compact_to_snapshot(snapshot.clone());
         self.snapshot_index = index;
+        self.applied_bytes_since_snapshot = 0;
         self.store.commit(&WriteBatch {
             snapshot: Some(SnapshotWrite {
                 snapshot: WireSnapshot::from(snapshot),

@@ -77,9 +77,11 @@ fn a_backlog_of_largest_transactions_commits_after_the_election() {
     );
 }
 
+/// A snapshot every 12 entries however large the state, so the leader's latest holds it all.
 fn large_state_config(id: u64) -> ReplicaConfig {
     ReplicaConfig {
         snapshot_interval_entries: 12,
+        snapshot_log_percent: 0,
         ..ReplicaConfig::new(id)
     }
 }
@@ -242,4 +244,58 @@ fn a_forward_settled_while_away_is_reported_superseded_not_proposed_again() {
             .count();
         assert_eq!(copies, 1, "tx {id}");
     }
+}
+
+/// A snapshot allowed every 4 entries, however large the state.
+fn every_4_entries(id: u64) -> ReplicaConfig {
+    ReplicaConfig {
+        snapshot_interval_entries: 4,
+        snapshot_log_percent: 0,
+        ..ReplicaConfig::new(id)
+    }
+}
+
+/// A snapshot allowed every 4 entries once the log since the last holds as many bytes as it.
+fn every_4_entries_and_its_size(id: u64) -> ReplicaConfig {
+    ReplicaConfig {
+        snapshot_log_percent: 100,
+        ..every_4_entries(id)
+    }
+}
+
+/// How many snapshots the leader took while `count` access requests committed one by one. Every
+/// request stays in the state, so each snapshot's body is larger than the one before.
+fn snapshots_taken(config: fn(u64) -> ReplicaConfig, count: u32) -> usize {
+    let mut cluster = Cluster::with_config(3, 3, SEED, config);
+    let leader = cluster.elect();
+    let file = register_file(&mut cluster, leader, 1, &[1, 2], 1).file_id;
+    let mut sizes = vec![cluster.replica(leader).snapshot_body_bytes()];
+    for i in 0..count {
+        let tx = cluster.sign(
+            3,
+            Body::RequestAccess {
+                file,
+                reason: format!("audit {i}"),
+            },
+        );
+        commit_all(&mut cluster, leader, vec![tx]);
+        sizes.push(cluster.replica(leader).snapshot_body_bytes());
+    }
+    sizes.dedup();
+    cluster.assert_agree();
+    sizes.len() - 1
+}
+
+#[test]
+fn snapshots_grow_rarer_as_the_state_grows() {
+    // Every 4 entries regardless of size: O(state) work per 4 entries, quadratic over the chain.
+    let fixed = snapshots_taken(every_4_entries, 200);
+    // Waiting for a log as large as the last body: the intervals grow with the state and the
+    // snapshot work stays proportional to the log.
+    let proportional = snapshots_taken(every_4_entries_and_its_size, 200);
+    assert!(fixed >= 45, "{fixed} snapshots");
+    assert!(
+        proportional <= 12,
+        "{proportional} snapshots (fixed interval: {fixed})"
+    );
 }
