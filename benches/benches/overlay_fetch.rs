@@ -11,8 +11,8 @@ use std::time::{Duration, Instant};
 use ed25519_dalek::SigningKey;
 use keyshare::{ChunkCipher, ChunkLayout, FileId, FileKey, encrypt_file};
 use overlay::{
-    ChunkService, ChunkSpec, ChunkStore, PeerId, PushItem, QuicTransport, SchedulerConfig, fetch,
-    push,
+    ChunkService, ChunkSpec, ChunkStore, InTask, PeerId, PushItem, QuicTransport, SchedulerConfig,
+    fetch, push,
 };
 
 const CHUNK_BYTES: u32 = 256 * 1024;
@@ -91,6 +91,7 @@ async fn run(file_mib: usize) {
             let start = Instant::now();
             fetch(
                 fetcher.clone(),
+                InTask,
                 specs.clone(),
                 SchedulerConfig::default(),
                 Duration::from_secs(60),

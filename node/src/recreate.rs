@@ -285,6 +285,7 @@ async fn fetch_window<T: Transport>(
     let mut chunks = BTreeMap::new();
     let outcome = fetch(
         shared.transport.clone(),
+        shared.compute.clone(),
         specs,
         SchedulerConfig::default(),
         CHUNK_TIMEOUT,

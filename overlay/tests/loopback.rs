@@ -11,8 +11,9 @@ use ed25519_dalek::SigningKey;
 use keyshare::{ChunkCipher, ChunkHash, ChunkLayout, FileId, FileKey, encrypt_file};
 use overlay::wire::{MAX_FRAME_BYTES, Request, Response};
 use overlay::{
-    ChunkService, ChunkSpec, ChunkStore, FetchError, Handler, MemoryNetwork, PeerId, PushItem,
-    QuicTransport, SchedulerConfig, Transport, TransportError, fetch, place, push,
+    ChunkCheck, ChunkService, ChunkSpec, ChunkStore, FetchError, Handler, InTask, MemoryNetwork,
+    PeerId, PushItem, QuicTransport, SchedulerConfig, Transport, TransportError, fetch, place,
+    push,
 };
 use redb::backends::InMemoryBackend;
 use tokio::sync::mpsc;
@@ -141,13 +142,15 @@ impl Scenario {
             .collect()
     }
 
-    /// Fetches through `transport`, decrypting into place; checks the bytes and the report.
-    async fn fetch_and_check<T: Transport>(&self, transport: Arc<T>) {
+    /// Fetches through `transport`, hashing through `check` and decrypting into place; checks the
+    /// bytes and the report.
+    async fn fetch_and_check<T: Transport>(&self, transport: Arc<T>, check: impl ChunkCheck) {
         let mut plaintext = vec![0u8; FILE_BYTES];
         let layout = *self.cipher.layout();
         let config = SchedulerConfig::default();
         let report = fetch(
             transport,
+            check,
             self.specs(),
             config,
             TIMEOUT,
@@ -168,6 +171,28 @@ impl Scenario {
         for stopped in &self.stopped {
             assert!(!report.outcome.peers_used.contains(stopped));
         }
+    }
+}
+
+/// Hashes each chunk on a thread of its own, as a node's compute pool does; a stopping one drops
+/// every job, as a pool shutting down does.
+#[derive(Clone, Copy)]
+struct ThreadCheck {
+    stopping: bool,
+}
+
+impl ChunkCheck for ThreadCheck {
+    async fn check(&self, hash: ChunkHash, bytes: Vec<u8>) -> Option<(Vec<u8>, bool)> {
+        let (done, result) = tokio::sync::oneshot::channel();
+        if self.stopping {
+            drop(done);
+        } else {
+            std::thread::spawn(move || {
+                let matches = ChunkHash::of(&bytes) == hash;
+                let _ = done.send((bytes, matches));
+            });
+        }
+        result.await.ok()
     }
 }
 
@@ -226,7 +251,7 @@ async fn quic_fetch_survives_stopped_and_lying_owners() {
     peers[6].shutdown().await;
     tokio::time::timeout(
         Duration::from_secs(60),
-        scenario.fetch_and_check(peers[7].clone()),
+        scenario.fetch_and_check(peers[7].clone(), ThreadCheck { stopping: false }),
     )
     .await
     .unwrap();
@@ -260,7 +285,9 @@ async fn memory_fetch_gives_the_same_result() {
         network.set_down(stopped, true);
     }
     network.set_down(members[6], true);
-    scenario.fetch_and_check(transports[7].clone()).await;
+    scenario
+        .fetch_and_check(transports[7].clone(), InTask)
+        .await;
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -438,6 +465,7 @@ async fn fetch_names_chunks_no_owner_can_serve() {
     ];
     let result = fetch(
         transports[0].clone(),
+        InTask,
         specs,
         SchedulerConfig::default(),
         TIMEOUT,
@@ -448,6 +476,82 @@ async fn fetch_names_chunks_no_owner_can_serve() {
     assert_eq!(
         result.unwrap_err(),
         FetchError::Unavailable { chunks: vec![1] }
+    );
+}
+
+/// A check whose pool drops its first job, then works.
+#[derive(Clone)]
+struct DropsFirst(Arc<std::sync::atomic::AtomicBool>);
+
+impl ChunkCheck for DropsFirst {
+    async fn check(&self, hash: ChunkHash, bytes: Vec<u8>) -> Option<(Vec<u8>, bool)> {
+        if self.0.swap(false, std::sync::atomic::Ordering::SeqCst) {
+            return None;
+        }
+        InTask.check(hash, bytes).await
+    }
+}
+
+/// A check that cannot run (its pool is stopping) blames no peer: the chunk is asked of the
+/// next owner, and a fetch whose checks never run ends naming the chunk unavailable.
+#[tokio::test(start_paused = true)]
+async fn an_unchecked_chunk_is_not_held_against_its_peer() {
+    let keys: Vec<SigningKey> = (1..=3).map(key).collect();
+    let members: Vec<PeerId> = keys.iter().map(peer_of).collect();
+    let network = MemoryNetwork::new();
+    let transports: Vec<_> = members
+        .iter()
+        .map(|peer| Arc::new(network.attach(*peer, Arc::new(service()))))
+        .collect();
+    let bytes = vec![3u8; 2048];
+    let hash = ChunkHash::of(&bytes);
+    let pushed = push(
+        transports[0].clone(),
+        &[PushItem {
+            hash,
+            bytes: Arc::new(bytes),
+            owners: vec![members[1], members[2]],
+        }],
+        4,
+        TIMEOUT,
+    )
+    .await;
+    assert!(pushed.failed.is_empty());
+    let spec = ChunkSpec {
+        index: 0,
+        hash,
+        size_bytes: 2048,
+        owners: vec![members[1], members[2]],
+    };
+    let fetch_with = |check| {
+        fetch(
+            transports[0].clone(),
+            check,
+            vec![spec.clone()],
+            SchedulerConfig::default(),
+            TIMEOUT,
+            |_, _| Ok::<(), ()>(()),
+        )
+    };
+    let report = fetch_with(DropsFirst(Arc::new(true.into())))
+        .await
+        .unwrap()
+        .unwrap();
+    assert_eq!(report.chunks, 1);
+    assert!(report.outcome.lying_peers.is_empty(), "{report:?}");
+    let stopped = fetch(
+        transports[0].clone(),
+        ThreadCheck { stopping: true },
+        vec![spec.clone()],
+        SchedulerConfig::default(),
+        TIMEOUT,
+        |_, _| Ok::<(), ()>(()),
+    )
+    .await
+    .unwrap();
+    assert_eq!(
+        stopped.unwrap_err(),
+        FetchError::Unavailable { chunks: vec![0] }
     );
 }
 
