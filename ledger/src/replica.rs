@@ -140,9 +140,17 @@ impl ReplicaConfig {
         if self.snapshot_interval_entries == 0 {
             return invalid("snapshot_interval_entries must be positive");
         }
+        // Past ten times the state, the log (held in memory and replayed on restart) would
+        // dwarf what the snapshot saves.
+        if self.snapshot_log_percent > MAX_SNAPSHOT_LOG_PERCENT {
+            return invalid("snapshot_log_percent must be at most 1000");
+        }
         Ok(())
     }
 }
+
+/// Largest [`ReplicaConfig::snapshot_log_percent`].
+const MAX_SNAPSHOT_LOG_PERCENT: u64 = 1_000;
 
 /// What one [`Replica::poll`] produced.
 #[derive(Debug, Default)]

@@ -294,8 +294,9 @@ fn snapshots_grow_rarer_as_the_state_grows() {
     // snapshot work stays proportional to the log.
     let proportional = snapshots_taken(every_4_entries_and_its_size, 200);
     assert!(fixed >= 45, "{fixed} snapshots");
+    // Rarer, but still taken: a replica whose snapshots stopped would hold its whole log.
     assert!(
-        proportional <= 12,
+        (3..=12).contains(&proportional),
         "{proportional} snapshots (fixed interval: {fixed})"
     );
 }

@@ -96,14 +96,13 @@ impl Compute {
 
 /// A fetch hashes arriving chunks on this compute: on the pool in a node, off the async threads
 /// that drive QUIC; inline (in the request's task) in a test or the simulator.
-impl overlay::ChunkCheck for Compute {
-    async fn check(&self, hash: keyshare::ChunkHash, bytes: Vec<u8>) -> Option<(Vec<u8>, bool)> {
-        self.run(move || {
-            let matches = keyshare::ChunkHash::of(&bytes) == hash;
-            (bytes, matches)
-        })
-        .await
-        .ok()
+impl overlay::Offload for Compute {
+    async fn offload<R, F>(&self, job: F) -> Option<R>
+    where
+        R: Send + 'static,
+        F: FnOnce() -> R + Send + 'static,
+    {
+        self.start(job).await.ok()
     }
 }
 

@@ -162,6 +162,9 @@ pub enum FetchError {
         /// The chunk.
         index: u32,
     },
+    /// The pool that hashes arriving chunks stopped (the node is shutting down).
+    #[error("the fetch stopped: arriving chunks can no longer be checked")]
+    Stopped,
 }
 
 fn list(chunks: &[u32]) -> String {

@@ -2,7 +2,7 @@
 //! chunk; [`push`] sends chunks to their owners and collects acknowledgements.
 //!
 //! Time comes from `tokio::time`, so a paused runtime drives both in virtual time. Arriving chunks
-//! are hashed through a [`ChunkCheck`]: in the request's own task ([`InTask`], what a test or the
+//! are hashed where an [`Offload`] says: in the request's own task ([`InTask`], what a test or the
 //! simulator wants: one thread, a fixed order), or on a pool the caller owns (a node's compute
 //! pool), so that hashing at ~0.7 ms per 256 KiB chunk does not hold the async threads that drive
 //! QUIC.
@@ -21,28 +21,30 @@ use crate::scheduler::{AskId, ChunkSpec, Event, FetchScheduler, Outcome, Schedul
 use crate::transport::Transport;
 use crate::wire::{Request, Response};
 
-/// Where a fetch hashes the chunks that arrive. The library owns no threads: a caller that wants
-/// the hashing off the async threads hands in a pool here.
-pub trait ChunkCheck: Clone + Send + Sync + 'static {
-    /// Hashes `bytes` and hands them back with whether they match `hash`; `None` if the check
-    /// could not run (the pool is shutting down), which the fetch treats as a refusal: it asks
-    /// another owner and blames no one.
-    fn check(
-        &self,
-        hash: ChunkHash,
-        bytes: Vec<u8>,
-    ) -> impl Future<Output = Option<(Vec<u8>, bool)>> + Send;
+/// Where a fetch runs its CPU work on arriving chunks (hashing them). The library owns no
+/// threads: a caller that wants the work off the async threads hands in a pool here. It chooses
+/// only the thread; the fetch itself hashes and compares.
+pub trait Offload: Clone + Send + Sync + 'static {
+    /// Runs `job` and yields its result; `None` if it could not run (the pool is stopping),
+    /// which ends the fetch with [`FetchError::Stopped`].
+    fn offload<R, F>(&self, job: F) -> impl Future<Output = Option<R>> + Send
+    where
+        R: Send + 'static,
+        F: FnOnce() -> R + Send + 'static;
 }
 
-/// Hashes in the request's task: on a multi-threaded runtime that is every worker, on a
+/// Runs the work in the request's task: on a multi-threaded runtime that is every worker, on a
 /// current-thread runtime it keeps the run deterministic.
 #[derive(Clone, Copy, Debug, Default)]
 pub struct InTask;
 
-impl ChunkCheck for InTask {
-    async fn check(&self, hash: ChunkHash, bytes: Vec<u8>) -> Option<(Vec<u8>, bool)> {
-        let matches = ChunkHash::of(&bytes) == hash;
-        Some((bytes, matches))
+impl Offload for InTask {
+    async fn offload<R, F>(&self, job: F) -> Option<R>
+    where
+        R: Send + 'static,
+        F: FnOnce() -> R + Send + 'static,
+    {
+        Some(job())
     }
 }
 
@@ -61,12 +63,12 @@ fn elapsed_ms(start: Instant) -> u64 {
     start.elapsed().as_millis() as u64
 }
 
-/// Fetches `chunks` from their owners, checks each through `check`, hands each verified chunk to
+/// Fetches `chunks` from their owners, hashes each on `offload`, hands each verified chunk to
 /// `deliver(index, bytes)` exactly once (in completion order), and reports how it went.
 /// `deliver` may fail, which stops the fetch with that error.
-pub async fn fetch<T, C, E>(
+pub async fn fetch<T, O, E>(
     transport: Arc<T>,
-    check: C,
+    offload: O,
     chunks: Vec<ChunkSpec>,
     config: SchedulerConfig,
     request_timeout: Duration,
@@ -74,7 +76,7 @@ pub async fn fetch<T, C, E>(
 ) -> Result<Result<FetchReport, FetchError>, E>
 where
     T: Transport,
-    C: ChunkCheck,
+    O: Offload,
 {
     let chunk_count = chunks.len() as u32;
     let mut scheduler = match FetchScheduler::new(chunks, config) {
@@ -87,11 +89,11 @@ where
     let outcome = loop {
         for send in scheduler.poll_sends(elapsed_ms(start)) {
             let transport = transport.clone();
-            let check = check.clone();
+            let offload = offload.clone();
             tasks.spawn(async move {
                 let request = Request::GetChunk { hash: send.hash };
                 let answer = transport.request(send.peer, request, request_timeout).await;
-                Verdict::of(send.peer, send.hash, answer, &check)
+                Verdict::of(send.peer, send.hash, answer, &offload)
                     .await
                     .into_event(send.id)
             });
@@ -106,8 +108,12 @@ where
                 chunks: (0..chunk_count).collect(),
             });
         };
-        let Ok((event, bytes)) = joined else {
+        let Ok(judged) = joined else {
             continue;
+        };
+        // The pool is stopping: every other chunk would fail the same way, at no peer's fault.
+        let Some((event, bytes)) = judged else {
+            break Err(FetchError::Stopped);
         };
         if let Some(index) = scheduler.handle(event, elapsed_ms(start))
             && let Some(bytes) = bytes
@@ -131,6 +137,8 @@ enum Verdict {
     Refused,
     Timeout,
     Unreachable,
+    /// The chunk could not be hashed here (the pool is stopping).
+    Unchecked,
 }
 
 impl Verdict {
@@ -139,20 +147,23 @@ impl Verdict {
         peer: PeerId,
         hash: ChunkHash,
         answer: Result<Response, TransportError>,
-        check: &impl ChunkCheck,
+        offload: &impl Offload,
     ) -> Self {
         match answer {
-            Ok(Response::Chunk { bytes }) => match check.check(hash, bytes).await {
-                Some((bytes, true)) => Self::Good(bytes),
-                Some((_, false)) => {
-                    tracing::warn!(%peer, %hash, "peer served a chunk that does not match its hash");
-                    Self::Bad
+            Ok(Response::Chunk { bytes }) => {
+                let hashed = offload.offload(move || {
+                    let matches = ChunkHash::of(&bytes) == hash;
+                    (bytes, matches)
+                });
+                match hashed.await {
+                    Some((bytes, true)) => Self::Good(bytes),
+                    Some((_, false)) => {
+                        tracing::warn!(%peer, %hash, "peer served a chunk that does not match its hash");
+                        Self::Bad
+                    }
+                    None => Self::Unchecked,
                 }
-                None => {
-                    tracing::debug!(%peer, %hash, "chunk not checked: the check pool is stopping");
-                    Self::Refused
-                }
-            },
+            }
             Ok(Response::Error(error)) => {
                 tracing::debug!(%peer, %hash, %error, "peer refused a chunk");
                 Self::Refused
@@ -169,14 +180,16 @@ impl Verdict {
         }
     }
 
-    fn into_event(self, id: AskId) -> (Event, Option<Vec<u8>>) {
-        match self {
+    /// The scheduler's event and the chunk's bytes if good; `None` if it went unchecked.
+    fn into_event(self, id: AskId) -> Option<(Event, Option<Vec<u8>>)> {
+        Some(match self {
             Self::Good(bytes) => (Event::ChunkOk { id }, Some(bytes)),
             Self::Bad => (Event::ChunkBad { id }, None),
             Self::Refused => (Event::Refused { id }, None),
             Self::Timeout => (Event::Timeout { id }, None),
             Self::Unreachable => (Event::PeerUnreachable { id }, None),
-        }
+            Self::Unchecked => return None,
+        })
     }
 }
 

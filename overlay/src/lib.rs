@@ -30,7 +30,7 @@ pub mod wire;
 pub use error::{
     Error, FetchError, FrameError, PlacementError, QuicError, StoreError, TransportError,
 };
-pub use fetch::{ChunkCheck, FetchReport, InTask, PushItem, PushReport, fetch, push};
+pub use fetch::{FetchReport, InTask, Offload, PushItem, PushReport, fetch, push};
 pub use peer::PeerId;
 pub use placement::place;
 pub use quic::{

@@ -90,10 +90,12 @@ pub fn default_config(id: u64) -> ReplicaConfig {
     ReplicaConfig::new(id)
 }
 
-/// Snapshots every 16 applied entries, so tests reach log compaction quickly.
+/// Snapshots every 16 applied entries however large the state, so tests reach log compaction
+/// quickly and often.
 pub fn small_snapshots(id: u64) -> ReplicaConfig {
     ReplicaConfig {
         snapshot_interval_entries: 16,
+        snapshot_log_percent: 0,
         ..ReplicaConfig::new(id)
     }
 }
