@@ -428,15 +428,25 @@ async fn bad_frames_are_refused_and_the_peer_keeps_serving() {
     assert_eq!(got, Response::Chunk { bytes });
 }
 
-#[tokio::test(start_paused = true)]
-async fn fetch_names_chunks_no_owner_can_serve() {
+/// Three honest members on an in-memory network.
+fn three_on_memory() -> (
+    Vec<PeerId>,
+    MemoryNetwork,
+    Vec<Arc<overlay::MemoryTransport>>,
+) {
     let keys: Vec<SigningKey> = (1..=3).map(key).collect();
     let members: Vec<PeerId> = keys.iter().map(peer_of).collect();
     let network = MemoryNetwork::new();
-    let transports: Vec<_> = members
+    let transports = members
         .iter()
         .map(|peer| Arc::new(network.attach(*peer, Arc::new(service()))))
         .collect();
+    (members, network, transports)
+}
+
+#[tokio::test(start_paused = true)]
+async fn fetch_names_chunks_no_owner_can_serve() {
+    let (members, network, transports) = three_on_memory();
     let present = vec![1u8; 2048];
     let missing = vec![2u8; 2048];
     let hash = ChunkHash::of(&present);
@@ -486,13 +496,7 @@ async fn fetch_names_chunks_no_owner_can_serve() {
 /// or go on asking every owner for chunks it cannot check.
 #[tokio::test(start_paused = true)]
 async fn a_fetch_whose_pool_stops_stops() {
-    let keys: Vec<SigningKey> = (1..=3).map(key).collect();
-    let members: Vec<PeerId> = keys.iter().map(peer_of).collect();
-    let network = MemoryNetwork::new();
-    let transports: Vec<_> = members
-        .iter()
-        .map(|peer| Arc::new(network.attach(*peer, Arc::new(service()))))
-        .collect();
+    let (members, _network, transports) = three_on_memory();
     let bytes = vec![3u8; 2048];
     let hash = ChunkHash::of(&bytes);
     let pushed = push(
