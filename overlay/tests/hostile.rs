@@ -64,6 +64,17 @@ fn bind_serving(
 }
 
 /// Pings `server` from `honest` and returns how long the answer took.
+/// Stores `bytes` at `server` through `member`; the chunk's hash.
+async fn put_chunk(member: &QuicTransport, server: PeerId, bytes: Vec<u8>) -> ChunkHash {
+    let hash = ChunkHash::of(&bytes);
+    let stored = member
+        .request(server, Request::PutChunk { hash, bytes }, TIMEOUT)
+        .await
+        .unwrap();
+    assert_eq!(stored, Response::Stored);
+    hash
+}
+
 async fn ping(honest: &QuicTransport, server: PeerId, nonce: u64) -> Duration {
     let started = Instant::now();
     let pong = honest
@@ -153,13 +164,7 @@ async fn a_member_that_never_reads_its_answers_has_few_in_service() {
     });
     let (server, _, hostile) = bind_serving(counting.clone());
     let server_id = server.local_peer();
-    let bytes = vec![4u8; 4 << 20];
-    let hash = ChunkHash::of(&bytes);
-    let stored = hostile
-        .request(server_id, Request::PutChunk { hash, bytes }, TIMEOUT)
-        .await
-        .unwrap();
-    assert_eq!(stored, Response::Stored);
+    let hash = put_chunk(&hostile, server_id, vec![4u8; 4 << 20]).await;
     // 160 requests for a 4 MiB chunk whose answers are never read: without a limit the server
     // builds all 160 (640 MiB) and holds them.
     const REQUESTS: usize = 160;
@@ -190,13 +195,7 @@ async fn a_member_that_never_reads_its_answers_has_few_in_service() {
 async fn a_flood_of_chunk_requests_does_not_starve_an_honest_member() {
     let (server, honest, hostile) = bind();
     let server_id = server.local_peer();
-    let bytes = vec![3u8; 256 << 10];
-    let hash = ChunkHash::of(&bytes);
-    let stored = hostile
-        .request(server_id, Request::PutChunk { hash, bytes }, TIMEOUT)
-        .await
-        .unwrap();
-    assert_eq!(stored, Response::Stored);
+    let hash = put_chunk(&hostile, server_id, vec![3u8; 256 << 10]).await;
     let flood: Vec<_> = (0..3_000)
         .map(|_| {
             let hostile = hostile.clone();
