@@ -2,7 +2,7 @@
 //! `fuzzing/`, for decoders that are not public: what a replica does with snapshot bytes a peer
 //! sent. Behind the `fuzzing` feature; not part of the ledger's API.
 
-use crate::replica::{Checkpoint, CheckpointRef};
+use crate::replica::{Checkpoint, checkpoint_bytes};
 use crate::snapshot::Descriptor;
 
 /// A snapshot descriptor and a snapshot body, decoded as a replica decodes them from a peer. A
@@ -10,10 +10,7 @@ use crate::snapshot::Descriptor;
 pub fn snapshot(data: &[u8]) {
     let _ = Descriptor::decode(data);
     if let Ok(contract) = Checkpoint::decode(data) {
-        let again = postcard::to_allocvec(&CheckpointRef {
-            contract: &contract,
-        })
-        .unwrap_or_default();
+        let again = checkpoint_bytes(&contract);
         let decoded = Checkpoint::decode(&again).ok();
         assert!(
             decoded.as_ref() == Some(&contract),
@@ -24,8 +21,5 @@ pub fn snapshot(data: &[u8]) {
 
 /// The snapshot body a replica would take of `state`: a well-formed start for the fuzzer.
 pub fn snapshot_body(state: &crate::State) -> Vec<u8> {
-    postcard::to_allocvec(&CheckpointRef {
-        contract: state.contract(),
-    })
-    .unwrap_or_default()
+    checkpoint_bytes(state.contract())
 }

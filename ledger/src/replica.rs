@@ -189,8 +189,14 @@ pub(crate) struct Checkpoint {
 /// [`Checkpoint`] borrowing the state, so taking a snapshot encodes it without a copy. Encodes to
 /// the same bytes.
 #[derive(serde::Serialize)]
-pub(crate) struct CheckpointRef<'a> {
-    pub(crate) contract: &'a ContractState,
+struct CheckpointRef<'a> {
+    contract: &'a ContractState,
+}
+
+/// The snapshot body of `contract`: what [`Checkpoint::decode`] reads back.
+pub(crate) fn checkpoint_bytes(contract: &ContractState) -> Vec<u8> {
+    // Encoding into a `Vec` fails only on allocation failure, which aborts first.
+    postcard::to_allocvec(&CheckpointRef { contract }).unwrap_or_default()
 }
 
 impl Checkpoint {
@@ -1103,15 +1109,7 @@ impl Replica {
             return Ok(());
         }
         let index = self.applied_index;
-        let checkpoint = CheckpointRef {
-            contract: self.state.contract(),
-        };
-        let body = Body::new(
-            index,
-            postcard::to_allocvec(&checkpoint)
-                .unwrap_or_default()
-                .into(),
-        );
+        let body = Body::new(index, checkpoint_bytes(self.state.contract()).into());
         let mut snapshot = Snapshot {
             data: body.descriptor.encode().into(),
             ..Snapshot::default()

@@ -167,12 +167,8 @@ impl<T: Transport> Node<T> {
         )?;
         let metrics = Arc::new(Metrics::default());
         let chunks = Arc::new(stores.chunks);
-        let (message_queue, message_rx) = InboundQueue::new(
-            consortium
-                .members
-                .iter()
-                .map(|member| PeerId::from_bytes(*member.id.as_bytes())),
-        );
+        let (message_queue, message_rx) =
+            InboundQueue::new(crate::ledger_task::raft_peers(&consortium));
         // The chunk service's own message channel goes unused: messages go to `message_queue`.
         let handler: Arc<dyn Handler> = Arc::new(CountingHandler {
             inner: overlay::ChunkService::new(chunks.clone(), mpsc::channel(1).0),

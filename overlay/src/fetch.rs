@@ -95,7 +95,7 @@ where
                 let answer = transport.request(send.peer, request, request_timeout).await;
                 Verdict::of(send.peer, send.hash, answer, &offload)
                     .await
-                    .into_event(send.id)
+                    .map(|verdict| verdict.into_event(send.id))
             });
         }
         if let Some(outcome) = scheduler.outcome() {
@@ -137,31 +137,29 @@ enum Verdict {
     Refused,
     Timeout,
     Unreachable,
-    /// The chunk could not be hashed here (the pool is stopping).
-    Unchecked,
 }
 
 impl Verdict {
-    /// Judges a transport answer, checking the chunk against its hash.
+    /// Judges a transport answer, checking the chunk against its hash; `None` if the chunk could
+    /// not be hashed here (the pool is stopping).
     async fn of(
         peer: PeerId,
         hash: ChunkHash,
         answer: Result<Response, TransportError>,
         offload: &impl Offload,
-    ) -> Self {
-        match answer {
+    ) -> Option<Self> {
+        Some(match answer {
             Ok(Response::Chunk { bytes }) => {
                 let hashed = offload.offload(move || {
                     let matches = ChunkHash::of(&bytes) == hash;
                     (bytes, matches)
                 });
-                match hashed.await {
-                    Some((bytes, true)) => Self::Good(bytes),
-                    Some((_, false)) => {
+                match hashed.await? {
+                    (bytes, true) => Self::Good(bytes),
+                    (_, false) => {
                         tracing::warn!(%peer, %hash, "peer served a chunk that does not match its hash");
                         Self::Bad
                     }
-                    None => Self::Unchecked,
                 }
             }
             Ok(Response::Error(error)) => {
@@ -177,19 +175,18 @@ impl Verdict {
                 tracing::debug!(%peer, %error, "peer unreachable");
                 Self::Unreachable
             }
-        }
+        })
     }
 
-    /// The scheduler's event and the chunk's bytes if good; `None` if it went unchecked.
-    fn into_event(self, id: AskId) -> Option<(Event, Option<Vec<u8>>)> {
-        Some(match self {
+    /// The scheduler's event and the chunk's bytes if good.
+    fn into_event(self, id: AskId) -> (Event, Option<Vec<u8>>) {
+        match self {
             Self::Good(bytes) => (Event::ChunkOk { id }, Some(bytes)),
             Self::Bad => (Event::ChunkBad { id }, None),
             Self::Refused => (Event::Refused { id }, None),
             Self::Timeout => (Event::Timeout { id }, None),
             Self::Unreachable => (Event::PeerUnreachable { id }, None),
-            Self::Unchecked => return None,
-        })
+        }
     }
 }
 
