@@ -1523,6 +1523,17 @@ mod tests {
         backwards.log_term = 4;
         backwards.set_entries(vec![entry(1, 3)].into());
         refused(&mut replica, backwards);
+        // An append whose previous entry, or one of its entries, is from a term after its own.
+        let mut previous_later = from_peer(MessageType::MsgAppend, 5);
+        previous_later.log_term = 6;
+        refused(&mut replica, previous_later);
+        let mut entry_later = from_peer(MessageType::MsgAppend, 5);
+        entry_later.set_entries(vec![entry(1, 6)].into());
+        refused(&mut replica, entry_later);
+        // An acknowledgement of entries this log does not have (raft-rs aborts on it as leader).
+        let mut acknowledged = from_peer(MessageType::MsgAppendResponse, 5);
+        acknowledged.index = 1_000;
+        refused(&mut replica, acknowledged);
         // The replica still works, and a well-formed pre-vote is answered.
         let mut prevote = from_peer(MessageType::MsgRequestPreVote, 5);
         prevote.index = 10;
@@ -1530,6 +1541,20 @@ mod tests {
         replica.handle_message(WireMessage::from(prevote)).unwrap();
         let effects = replica.poll().unwrap();
         assert!(!effects.messages.is_empty(), "the pre-vote is answered");
+    }
+
+    #[test]
+    fn a_snapshot_log_percent_past_ten_times_the_state_is_refused() {
+        let genesis = genesis(3, 3);
+        let config = |snapshot_log_percent| ReplicaConfig {
+            snapshot_log_percent,
+            ..ReplicaConfig::new(1)
+        };
+        assert!(config(MAX_SNAPSHOT_LOG_PERCENT).validate(&genesis).is_ok());
+        assert!(matches!(
+            config(MAX_SNAPSHOT_LOG_PERCENT + 1).validate(&genesis),
+            Err(Error::InvalidConfig { .. })
+        ));
     }
 
     #[test]
