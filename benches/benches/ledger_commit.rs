@@ -121,6 +121,9 @@ fn run_replica(
         }
         loop {
             let effects = replica.poll().unwrap();
+            if let Some(job) = effects.snapshot {
+                replica.snapshot_built(job.build());
+            }
             for message in effects.messages {
                 let _ =
                     peers[message.recipient() as usize - 1].send(Input::Message(Box::new(message)));

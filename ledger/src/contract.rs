@@ -9,6 +9,8 @@
 use std::collections::{BTreeMap, BTreeSet};
 use std::sync::Arc;
 
+use imbl::OrdMap;
+
 use keyshare::{
     ChunkHash, ChunkLayout, FileId, MAX_SHARE_COUNT, SHARE_SIZE_BYTES, SealedShare, TAG_SIZE_BYTES,
 };
@@ -242,13 +244,18 @@ pub struct TxStatus {
 }
 
 /// The contract state every replica holds; serialized whole into Raft snapshots.
+///
+/// The maps that grow with the chain are persistent B-trees (`imbl`), so a snapshot takes the
+/// state at its index with an O(1) clone and encodes it off the ledger path while blocks go on
+/// applying (a write copies only the nodes the clone still shares). They encode exactly as
+/// `BTreeMap`s do: a snapshot body does not change.
 #[derive(Clone, Debug, Default, PartialEq, Eq, serde::Serialize, serde::Deserialize)]
 pub(crate) struct ContractState {
     pub(crate) height: u64,
     pub(crate) head: Option<BlockHash>,
     pub(crate) nonces: BTreeMap<MemberId, u64>,
-    pub(crate) files: BTreeMap<FileId, FileRecord>,
-    pub(crate) requests: BTreeMap<RequestId, AccessRecord>,
+    pub(crate) files: OrdMap<FileId, FileRecord>,
+    pub(crate) requests: OrdMap<RequestId, AccessRecord>,
 }
 
 /// Decoded member keys of one genesis.

@@ -58,7 +58,7 @@ pub use limits::{
     MESSAGE_ENVELOPE_BYTES, SNAPSHOT_PIECE_BYTES,
 };
 pub use member::{Genesis, MAX_MEMBERS, Member, MemberId, Policy, Role};
-pub use replica::{Committed, Effects, Replica, ReplicaConfig};
+pub use replica::{BuiltSnapshot, Committed, Effects, Replica, ReplicaConfig, SnapshotJob};
 pub use store::RedbStore;
 pub use table::{MAX_CHUNK_OWNERS, MAX_TABLE_CHUNKS, TableError, check_table_plan};
 pub use tx::{Body, MasterTable, RequestId, Transaction, TxId};

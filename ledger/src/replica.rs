@@ -31,6 +31,13 @@
 //! receives one fetches the body in pieces from the sender before Raft sees it, and installs it
 //! with the descriptor in one write (the `snapshot` module has the protocol). A snapshot that does
 //! not decode is refused and asked for again; it never stops the replica.
+//!
+//! A replica's own snapshot costs O(state) to encode and hash, so none of that runs in `poll`:
+//! the replica hands out a [`SnapshotJob`] (an O(1) clone of the state at the index) in
+//! [`Effects::snapshot`], the caller builds it wherever it likes (a node on its compute pool,
+//! a test inline) and hands the result to [`Replica::snapshot_built`]; the replica then writes the
+//! body a piece per `poll` and, with every piece written, the descriptor, compacting the log.
+//! Blocks go on committing throughout: nothing on the ledger path grows with the state.
 
 use std::collections::hash_map::DefaultHasher;
 use std::collections::{BTreeMap, HashMap, VecDeque};
@@ -166,8 +173,69 @@ pub struct Effects {
     /// outcome cannot be told here. They are dropped rather than proposed again (a copy would
     /// be refused as stale, a false rejection).
     pub superseded: Vec<TxId>,
+    /// A snapshot to build: run [`SnapshotJob::build`] (O(state); off the task that drives the
+    /// replica, ideally) and hand the result to [`Replica::snapshot_built`]. A replica whose
+    /// caller drops its jobs never compacts its log.
+    pub snapshot: Option<SnapshotJob>,
     /// Committed entries are waiting to be applied: send `messages`, then `poll` again.
     pub more: bool,
+}
+
+/// The contract state at a snapshot's index, to encode off the ledger path (see
+/// [`Effects::snapshot`]).
+pub struct SnapshotJob {
+    index: u64,
+    term: u64,
+    contract: ContractState,
+}
+
+impl SnapshotJob {
+    /// Raft index of the snapshot.
+    pub fn index(&self) -> u64 {
+        self.index
+    }
+
+    /// Encodes and hashes the state: the O(state) part of a snapshot.
+    pub fn build(self) -> BuiltSnapshot {
+        BuiltSnapshot {
+            term: self.term,
+            body: Body::new(self.index, checkpoint_bytes(&self.contract).into()),
+        }
+    }
+}
+
+impl std::fmt::Debug for SnapshotJob {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("SnapshotJob")
+            .field("index", &self.index)
+            .field("term", &self.term)
+            .finish_non_exhaustive()
+    }
+}
+
+/// A built snapshot, for [`Replica::snapshot_built`].
+pub struct BuiltSnapshot {
+    term: u64,
+    body: Body,
+}
+
+impl BuiltSnapshot {
+    /// Raft index of the snapshot.
+    pub fn index(&self) -> u64 {
+        self.body.index
+    }
+}
+
+/// A snapshot job not built within this long is given up on, and another may start.
+const SNAPSHOT_BUILD_TIMEOUT_MS: u64 = 120_000;
+/// Pieces of a built snapshot's body written per `poll`, each in a transaction of its own.
+const SNAPSHOT_PIECES_PER_POLL: u32 = 1;
+
+/// A built snapshot whose body is being written, a few pieces per `poll`.
+struct Writing {
+    built: BuiltSnapshot,
+    /// Pieces written so far.
+    written: u32,
 }
 
 /// A block this replica committed and applied: every transaction in it is acknowledged.
@@ -233,8 +301,12 @@ pub struct Replica {
     unapplied: VecDeque<Entry>,
     applied_index: u64,
     snapshot_index: u64,
-    /// Bytes of the entries applied since the latest snapshot.
+    /// Bytes of the entries applied since the latest snapshot (or the one being built).
     applied_bytes_since_snapshot: u64,
+    /// The snapshot handed out to build: its index and when.
+    building: Option<(u64, u64)>,
+    /// The built snapshot whose body is being written.
+    writing: Option<Writing>,
     pending_effects: Effects,
     /// Snapshot bodies this replica can serve.
     holds: Holds,
@@ -303,6 +375,8 @@ impl Replica {
             applied_index: snapshot_index,
             snapshot_index,
             applied_bytes_since_snapshot: 0,
+            building: None,
+            writing: None,
             pending_effects: Effects::default(),
             holds,
             download: None,
@@ -344,6 +418,11 @@ impl Replica {
     /// Raft index of the last applied entry.
     pub fn applied_index(&self) -> u64 {
         self.applied_index
+    }
+
+    /// Raft index of the latest snapshot in effect (0 before the first).
+    pub fn snapshot_index(&self) -> u64 {
+        self.snapshot_index
     }
 
     /// Size of the latest snapshot's body: the encoded contract state at that index.
@@ -457,7 +536,8 @@ impl Replica {
         self.watch_role();
         if self.pending_effects.messages.is_empty() {
             self.apply_unapplied()?;
-            self.maybe_snapshot()?;
+            self.write_snapshot()?;
+            self.maybe_start_snapshot();
         }
         let mut effects = mem::take(&mut self.pending_effects);
         effects.more = !self.unapplied.is_empty();
@@ -1068,9 +1148,12 @@ impl Replica {
         self.applied_index = index;
         self.snapshot_index = index;
         self.applied_bytes_since_snapshot = 0;
+        // A snapshot of this replica's own in the making is older: its pieces go with this
+        // write.
+        self.writing = None;
         batch.snapshot = Some(SnapshotWrite {
             snapshot: WireSnapshot::from(snapshot),
-            body: body.bytes.clone(),
+            body: Some(body.bytes.clone()),
             replaces_log: true,
         });
         batch.applied = Some(index);
@@ -1096,44 +1179,112 @@ impl Replica {
         self.pending_effects.superseded.extend(superseded);
     }
 
-    /// Takes a snapshot of the contract state and compacts the log when enough entries applied,
-    /// holding enough bytes next to the last snapshot (see
-    /// [`ReplicaConfig::snapshot_log_percent`]).
-    fn maybe_snapshot(&mut self) -> Result<(), Error> {
+    /// Hands out a snapshot job when enough entries applied since the last snapshot, holding
+    /// enough bytes next to it (see [`ReplicaConfig::snapshot_log_percent`]); one at a time.
+    fn maybe_start_snapshot(&mut self) {
+        if let Some((_, since_ms)) = self.building {
+            if self.now_ms.saturating_sub(since_ms) < SNAPSHOT_BUILD_TIMEOUT_MS {
+                return;
+            }
+            // The caller lost it (a pool that stopped); a late result is still taken.
+            self.building = None;
+        }
+        let last = self
+            .writing
+            .as_ref()
+            .map_or(self.snapshot_index, |writing| {
+                writing.built.index().max(self.snapshot_index)
+            });
         let log_wanted = u128::from(self.snapshot_body_bytes())
             * u128::from(self.config.snapshot_log_percent)
             / 100;
-        if self.applied_index < self.snapshot_index + self.config.snapshot_interval_entries
+        if self.writing.is_some()
+            || self.applied_index < last + self.config.snapshot_interval_entries
             || u128::from(self.applied_bytes_since_snapshot) < log_wanted
         {
-            return Ok(());
+            return;
         }
         let index = self.applied_index;
-        let body = Body::new(index, checkpoint_bytes(self.state.contract()).into());
+        let Some(term) = self.log.read().term_of(index) else {
+            return;
+        };
+        self.applied_bytes_since_snapshot = 0;
+        self.building = Some((index, self.now_ms));
+        self.pending_effects.snapshot = Some(SnapshotJob {
+            index,
+            term,
+            contract: self.state.contract().clone(),
+        });
+    }
+
+    /// Takes a snapshot built from [`Effects::snapshot`]: its body is written over the next
+    /// polls, then it takes effect. One that a newer snapshot (installed from the leader)
+    /// overtook, or that is not of this replica's log, is dropped.
+    pub fn snapshot_built(&mut self, built: BuiltSnapshot) {
+        let index = built.index();
+        if self.building.is_some_and(|(building, _)| building == index) {
+            self.building = None;
+        }
+        let of_this_log = self.log.read().term_of(index) == Some(built.term);
+        if index <= self.snapshot_index
+            || index > self.applied_index
+            || !of_this_log
+            || self.writing.is_some()
+        {
+            return;
+        }
+        self.writing = Some(Writing { built, written: 0 });
+    }
+
+    /// Writes the next pieces of the built snapshot's body; with all of them written, its
+    /// descriptor (synced), and compacts the log.
+    fn write_snapshot(&mut self) -> Result<(), Error> {
+        let Some(writing) = self.writing.as_mut() else {
+            return Ok(());
+        };
+        let body = &writing.built.body;
+        let index = body.index;
+        if index <= self.snapshot_index {
+            self.writing = None;
+            return Ok(());
+        }
+        let pieces = body.descriptor.piece_count();
+        if writing.written < pieces {
+            let first = writing.written;
+            let last = first.saturating_add(SNAPSHOT_PIECES_PER_POLL).min(pieces);
+            self.store.write_snapshot_pieces(
+                index,
+                first,
+                (first..last).filter_map(|p| body.piece(p)),
+            )?;
+            writing.written = last;
+            return Ok(());
+        }
+        let Some(Writing { built, .. }) = self.writing.take() else {
+            return Ok(());
+        };
         let mut snapshot = Snapshot {
-            data: body.descriptor.encode().into(),
+            data: built.body.descriptor.encode().into(),
             ..Snapshot::default()
         };
         {
-            let log = self.log.read();
             let metadata = snapshot.mut_metadata();
             metadata.index = index;
-            metadata.term = log.term_of(index).unwrap_or(0);
-            metadata.set_conf_state(log.conf_state().clone());
+            metadata.term = built.term;
+            metadata.set_conf_state(self.log.read().conf_state().clone());
         }
-        self.log.write().compact_to_snapshot(snapshot.clone());
-        self.snapshot_index = index;
-        self.applied_bytes_since_snapshot = 0;
         self.store.commit(&WriteBatch {
             snapshot: Some(SnapshotWrite {
-                snapshot: WireSnapshot::from(snapshot),
-                body: body.bytes.clone(),
+                snapshot: WireSnapshot::from(snapshot.clone()),
+                body: None,
                 replaces_log: false,
             }),
             sync: true,
             ..WriteBatch::default()
         })?;
-        self.holds.hold(body);
+        self.log.write().compact_to_snapshot(snapshot);
+        self.snapshot_index = index;
+        self.holds.hold(built.body);
         Ok(())
     }
 

@@ -128,7 +128,7 @@ impl Body {
     }
 
     /// Piece `piece`, if the body has it.
-    fn piece(&self, piece: u32) -> Option<Bytes> {
+    pub(crate) fn piece(&self, piece: u32) -> Option<Bytes> {
         if piece >= self.descriptor.piece_count() {
             return None;
         }

@@ -4,7 +4,8 @@
 //!
 //! Tables: `raft_log` (index → entry), `meta` (name → record), `blocks` (height → block),
 //! `block_ids` (height → the block's transaction ids, 32 bytes each, in block order),
-//! `snapshot_body` (piece → bytes of the latest snapshot's body). Records are postcard. Lookups
+//! `snapshot_pieces` ((snapshot index, piece) → bytes of a snapshot's body). Records are
+//! postcard. Lookups
 //! by transaction id go through an in-memory [`TxIndex`] rebuilt from
 //! `block_ids` on open (its module says why).
 
@@ -12,6 +13,7 @@ use std::path::Path;
 
 use redb::{
     Database, Durability, ReadableDatabase, ReadableTable, StorageBackend, TableDefinition,
+    TableHandle,
 };
 
 use bytes::Bytes;
@@ -29,9 +31,15 @@ const LOG: TableDefinition<u64, &[u8]> = TableDefinition::new("raft_log");
 const META: TableDefinition<&str, &[u8]> = TableDefinition::new("meta");
 const BLOCKS: TableDefinition<u64, &[u8]> = TableDefinition::new("blocks");
 const BLOCK_IDS: TableDefinition<u64, &[u8]> = TableDefinition::new("block_ids");
-/// The latest snapshot's body in pieces (piece number → bytes); `meta.snapshot` holds its
-/// descriptor. Written in the same transaction as the descriptor.
-const SNAPSHOT_BODY: TableDefinition<u32, &[u8]> = TableDefinition::new("snapshot_body");
+/// Snapshot bodies in pieces, by (snapshot index, piece number); `meta.snapshot` names the one in
+/// effect. A replica's own snapshot writes its pieces a few at a time, in transactions of their
+/// own, before the transaction that writes its descriptor and compacts the log, so no single
+/// transaction on the ledger path holds a whole body. Pieces of any other index (a crash
+/// between the two) are removed by the next descriptor written.
+const SNAPSHOT_PIECES: TableDefinition<(u64, u32), &[u8]> = TableDefinition::new("snapshot_pieces");
+/// Where an earlier version kept the body in effect (piece number → bytes); moved into
+/// [`SNAPSHOT_PIECES`] on open.
+const LEGACY_SNAPSHOT_BODY: TableDefinition<u32, &[u8]> = TableDefinition::new("snapshot_body");
 
 const HARD_STATE: &str = "hard_state";
 const CONF_STATE: &str = "conf_state";
@@ -49,7 +57,9 @@ pub(crate) struct HardStateRecord {
 /// A snapshot to store: its Raft form (whose data is the descriptor) and the body it names.
 pub(crate) struct SnapshotWrite {
     pub(crate) snapshot: WireSnapshot,
-    pub(crate) body: Bytes,
+    /// The body, written with the descriptor; `None` when its pieces were written before
+    /// ([`RedbStore::write_snapshot_pieces`]).
+    pub(crate) body: Option<Bytes>,
     /// The snapshot came from the leader and replaces the whole log (a local snapshot only
     /// compacts the entries it covers).
     pub(crate) replaces_log: bool,
@@ -135,7 +145,8 @@ impl RedbStore {
         txn.open_table(META)?;
         txn.open_table(BLOCKS)?;
         txn.open_table(BLOCK_IDS)?;
-        txn.open_table(SNAPSHOT_BODY)?;
+        txn.open_table(SNAPSHOT_PIECES)?;
+        migrate_legacy_body(&txn)?;
         txn.commit()?;
         let mut index = TxIndex::default();
         let txn = db.begin_read()?;
@@ -162,8 +173,15 @@ impl RedbStore {
         }
         if let Some(bytes) = read_meta(SNAPSHOT)? {
             loaded.snapshot = Some(decode("meta", &bytes)?);
+            let index = loaded
+                .snapshot
+                .as_ref()
+                .map_or(0, |snapshot| snapshot.index);
             let mut body = Vec::new();
-            for item in txn.open_table(SNAPSHOT_BODY)?.iter()? {
+            for item in txn
+                .open_table(SNAPSHOT_PIECES)?
+                .range((index, 0)..=(index, u32::MAX))?
+            {
                 body.extend_from_slice(item?.1.value());
             }
             loaded.snapshot_body = Some(body);
@@ -196,10 +214,13 @@ impl RedbStore {
                     log.retain_in(..=write.snapshot.index, |_, _| false)?;
                 }
                 meta.insert(SNAPSHOT, encode(&write.snapshot).as_slice())?;
-                let mut pieces = txn.open_table(SNAPSHOT_BODY)?;
-                pieces.retain(|_, _| false)?;
-                for (piece, bytes) in (0u32..).zip(write.body.chunks(SNAPSHOT_PIECE_BYTES)) {
-                    pieces.insert(piece, bytes)?;
+                let index = write.snapshot.index;
+                let mut pieces = txn.open_table(SNAPSHOT_PIECES)?;
+                pieces.retain(|(body, _), _| body == index)?;
+                if let Some(body) = &write.body {
+                    for (piece, bytes) in (0u32..).zip(body.chunks(SNAPSHOT_PIECE_BYTES)) {
+                        pieces.insert((index, piece), bytes)?;
+                    }
                 }
             }
             if let Some(first) = batch.entries.first() {
@@ -230,6 +251,26 @@ impl RedbStore {
         for Committed { block, ids } in &batch.blocks {
             self.index.insert_block(block.height, ids.iter().copied());
         }
+        Ok(())
+    }
+
+    /// Writes pieces `first..` of the body of the snapshot at `index`, ahead of its descriptor. Not
+    /// synced: the descriptor's write, which syncs, makes them durable before it names them.
+    pub(crate) fn write_snapshot_pieces(
+        &mut self,
+        index: u64,
+        first: u32,
+        pieces: impl IntoIterator<Item = Bytes>,
+    ) -> Result<(), StoreError> {
+        let mut txn = self.db.begin_write()?;
+        txn.set_durability(Durability::None)?;
+        {
+            let mut table = txn.open_table(SNAPSHOT_PIECES)?;
+            for (piece, bytes) in (first..).zip(pieces) {
+                table.insert((index, piece), &bytes[..])?;
+            }
+        }
+        txn.commit()?;
         Ok(())
     }
 
@@ -298,6 +339,32 @@ impl RedbStore {
             candidates.by_id
         })
     }
+}
+
+/// Moves the body an earlier version stored (under piece numbers alone) to where this one looks
+/// for it, under the index of the snapshot in effect.
+fn migrate_legacy_body(txn: &redb::WriteTransaction) -> Result<(), StoreError> {
+    let legacy = txn
+        .list_tables()?
+        .any(|table| table.name() == LEGACY_SNAPSHOT_BODY.name());
+    if !legacy {
+        return Ok(());
+    }
+    let snapshot = txn
+        .open_table(META)?
+        .get(SNAPSHOT)?
+        .map(|value| value.value().to_vec());
+    if let Some(bytes) = snapshot {
+        let index = decode::<WireSnapshot>("meta", &bytes)?.index;
+        let old = txn.open_table(LEGACY_SNAPSHOT_BODY)?;
+        let mut pieces = txn.open_table(SNAPSHOT_PIECES)?;
+        for item in old.iter()? {
+            let (piece, bytes) = item?;
+            pieces.insert((index, piece.value()), bytes.value())?;
+        }
+    }
+    txn.delete_table(LEGACY_SNAPSHOT_BODY)?;
+    Ok(())
 }
 
 /// The ids of one `block_ids` record.

@@ -106,7 +106,10 @@ fn a_far_behind_replica_catches_up_from_a_large_state_in_pieces() {
         })
         .collect();
     commit_all(&mut cluster, leader, txs);
-    assert!(cluster.replica(leader).snapshot_body_bytes() >= STATE_BYTES_MIN);
+    // A snapshot takes effect once its body is written, a piece per poll.
+    cluster.run_until(1_000, |c| {
+        c.replica(leader).snapshot_body_bytes() >= STATE_BYTES_MIN
+    });
 
     cluster.recover();
     let target = cluster.replica(leader).state().height();
@@ -299,4 +302,105 @@ fn snapshots_grow_rarer_as_the_state_grows() {
         (3..=12).contains(&proportional),
         "{proportional} snapshots (fixed interval: {fixed})"
     );
+}
+
+/// `count` access requests on `file`, committed one by one through `via`.
+fn commit_requests(cluster: &mut Cluster, via: u64, file: keyshare::FileId, count: u32) {
+    for i in 0..count {
+        let tx = cluster.sign(
+            3,
+            Body::RequestAccess {
+                file,
+                reason: format!("audit {i}"),
+            },
+        );
+        commit_all(cluster, via, vec![tx]);
+    }
+}
+
+#[test]
+fn blocks_commit_while_a_snapshot_is_built_off_the_ledger_path() {
+    let mut cluster = Cluster::with_config(3, 3, SEED, every_4_entries);
+    cluster.hold_snapshots = true;
+    let leader = cluster.elect();
+    let file = register_file(&mut cluster, leader, 1, &[1, 2], 1).file_id;
+    commit_requests(&mut cluster, leader, file, 30);
+    // Polling never encoded the state: each replica handed out one job, and waits for it
+    // instead of starting another every 4 entries.
+    let jobs: Vec<u64> = cluster.held_snapshots.iter().map(|(id, _)| *id).collect();
+    assert_eq!(jobs, vec![1, 2, 3], "one job per replica");
+    for (id, job) in &cluster.held_snapshots {
+        let replica = cluster.replica(*id);
+        assert_eq!(replica.snapshot_index(), 0, "replica {id}");
+        assert!(replica.applied_index() >= job.index() + 20, "replica {id}");
+    }
+    // Built at last: each takes effect once its body is written, and the next one follows.
+    cluster.hold_snapshots = false;
+    let held = std::mem::take(&mut cluster.held_snapshots);
+    let indexes: Vec<u64> = held.iter().map(|(_, job)| job.index()).collect();
+    for (id, job) in held {
+        cluster.replica_mut(id).snapshot_built(job.build());
+    }
+    for _ in 0..3 {
+        cluster.tick();
+    }
+    for (id, index) in (1..=3).zip(&indexes) {
+        assert!(
+            cluster.replica(id).snapshot_index() >= *index,
+            "replica {id}"
+        );
+    }
+    commit_requests(&mut cluster, leader, file, 10);
+    for (id, index) in (1..=3).zip(&indexes) {
+        assert!(
+            cluster.replica(id).snapshot_index() > *index,
+            "replica {id}"
+        );
+    }
+    cluster.assert_agree();
+}
+
+#[test]
+fn a_snapshot_built_after_a_newer_one_was_installed_is_dropped() {
+    let mut cluster = Cluster::with_config(3, 3, SEED, every_4_entries);
+    let leader = cluster.elect();
+    let behind = if leader == 1 { 2 } else { 1 };
+    let file = register_file(&mut cluster, leader, 1, &[1, 2], 1).file_id;
+    cluster.hold_snapshots = true;
+    commit_requests(&mut cluster, leader, file, 6);
+    let position = cluster
+        .held_snapshots
+        .iter()
+        .position(|(id, _)| *id == behind)
+        .expect("the replica to fall behind handed out a job");
+    let (_, stale) = cluster.held_snapshots.remove(position);
+    let stale_index = stale.index();
+    cluster.hold_snapshots = false;
+    for (id, job) in std::mem::take(&mut cluster.held_snapshots) {
+        cluster.replica_mut(id).snapshot_built(job.build());
+    }
+    cluster.isolate(behind);
+    commit_requests(&mut cluster, leader, file, 40);
+    cluster.recover();
+    let target = cluster.replica(leader).state().height();
+    cluster.run_until(500, |c| c.replica(behind).state().height() >= target);
+    let installed = cluster.replica(behind).snapshot_index();
+    assert!(
+        installed > stale_index,
+        "caught up through a snapshot: installed {installed}, stale {stale_index}, leader {}",
+        cluster.replica(leader).snapshot_index()
+    );
+    // The old job comes back built: it must not take the place of the newer snapshot (new jobs
+    // wait meanwhile, so none replaces it either).
+    cluster.hold_snapshots = true;
+    cluster.replica_mut(behind).snapshot_built(stale.build());
+    for _ in 0..3 {
+        cluster.tick();
+    }
+    assert!(cluster.replica(behind).snapshot_index() >= installed);
+    cluster.crash(behind);
+    cluster.start(behind);
+    cluster.run_until(500, |c| c.replica(behind).state().height() >= target);
+    assert!(cluster.replica(behind).snapshot_index() >= installed);
+    cluster.assert_agree();
 }

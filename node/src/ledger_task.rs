@@ -7,10 +7,13 @@ use std::sync::{Arc, PoisonError};
 use std::time::Duration;
 
 use crate::inbound::Inbound;
-use ledger::{MemberId, Replica, ReplicaConfig, Transaction, TxId, WireMessage};
+use ledger::{
+    BuiltSnapshot, MemberId, Replica, ReplicaConfig, SnapshotJob, Transaction, TxId, WireMessage,
+};
 use overlay::{PeerId, Transport};
 use tokio::sync::{mpsc, oneshot, watch};
 
+use crate::compute::Compute;
 use crate::config::Consortium;
 use crate::error::Error;
 use crate::metrics::Metrics;
@@ -173,6 +176,9 @@ async fn serve_ledger<T: Transport>(
     let mut interval = tokio::time::interval(tick);
     interval.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
     let mut waiters: BTreeMap<TxId, oneshot::Sender<Result<Receipt, Error>>> = BTreeMap::new();
+    // Snapshots built on the compute pool come back here. Made per run: a replica reopened
+    // after a failure takes no snapshot built for the one before.
+    let (built_sender, mut built) = mpsc::channel::<BuiltSnapshot>(1);
     shared.metrics.ledger_height.store(
         replica.state().height(),
         std::sync::atomic::Ordering::Relaxed,
@@ -188,6 +194,7 @@ async fn serve_ledger<T: Transport>(
             Some(inbound) = messages.recv() => {
                 deliver(&mut replica, &peers, inbound.from, &inbound.bytes);
             }
+            Some(snapshot) = built.recv() => replica.snapshot_built(snapshot),
             Some(command) = commands.recv() => match command {
                 Command::Submit { body, reply } => {
                     *next_nonce = (*next_nonce).max(replica.state().nonce(&me) + 1);
@@ -254,6 +261,9 @@ async fn serve_ledger<T: Transport>(
                 }
             };
             let more = effects.more;
+            if let Some(job) = effects.snapshot {
+                build_snapshot(&shared.compute, job, built_sender.clone());
+            }
             for message in effects.messages {
                 let Some(peer) = peers.get(message.recipient() as usize - 1).copied() else {
                     continue;
@@ -299,6 +309,22 @@ async fn serve_ledger<T: Transport>(
             }
         }
     }
+}
+
+/// Builds `job` on the compute pool (encoding and hashing the whole contract state, which must
+/// not hold up the ledger task) and sends the result back to it. A pool that stops drops the
+/// job; the replica starts another later.
+fn build_snapshot(compute: &Compute, job: SnapshotJob, done: mpsc::Sender<BuiltSnapshot>) {
+    let index = job.index();
+    let building = compute.start(move || job.build());
+    tokio::spawn(async move {
+        match building.await {
+            Ok(snapshot) => {
+                let _ = done.send(snapshot).await;
+            }
+            Err(error) => tracing::warn!(index, %error, "snapshot not built"),
+        }
+    });
 }
 
 /// Ledger messages waiting to leave for one peer; beyond this they are dropped (Raft resends).

@@ -155,17 +155,36 @@ fn one_voter() -> (node::config::Consortium, ledger::Genesis) {
     (consortium, genesis)
 }
 
+/// Snapshots every few entries, so the cuts land in every step of one: the body's pieces, the
+/// descriptor, the log's compaction.
+fn snapshotting() -> ReplicaConfig {
+    ReplicaConfig {
+        snapshot_interval_entries: 6,
+        snapshot_log_percent: 0,
+        ..ReplicaConfig::new(1)
+    }
+}
+
+/// Polls `replica`, building a snapshot it hands out at once (as a node's pool would, later).
+fn poll(replica: &mut Replica) -> Result<ledger::Effects, ledger::Error> {
+    let mut effects = replica.poll()?;
+    if let Some(job) = effects.snapshot.take() {
+        replica.snapshot_built(job.build());
+    }
+    Ok(effects)
+}
+
 /// Opens the replica and drives it until it leads; `None` if the disk fails first.
 fn leading_replica(genesis: &ledger::Genesis, disk: &MemoryDisk, now: &mut u64) -> Option<Replica> {
     let store = ledger::RedbStore::open_backend(disk.clone()).ok()?;
-    let mut replica = Replica::open(genesis.clone(), ReplicaConfig::new(1), store).ok()?;
+    let mut replica = Replica::open(genesis.clone(), snapshotting(), store).ok()?;
     for _ in 0..200 {
         if replica.is_leader() {
             return Some(replica);
         }
         *now += 100;
         replica.tick(*now);
-        replica.poll().ok()?;
+        poll(&mut replica).ok()?;
     }
     None
 }
@@ -189,63 +208,72 @@ fn the_ledger_keeps_every_acknowledged_transaction_across_power_cuts() {
             )
         })
         .collect();
-    let cuts = over_every_cut(
-        |disk| {
-            // Acknowledged: committed and applied in a block the replica reported.
-            let mut acknowledged: BTreeMap<TxId, u64> = BTreeMap::new();
-            let mut now = 0;
-            let Some(mut replica) = leading_replica(&genesis, disk, &mut now) else {
-                return acknowledged;
-            };
-            for batch in txs.chunks(3) {
-                for tx in batch {
-                    if replica.submit(tx.clone()).is_err() {
-                        return acknowledged;
-                    }
-                }
-                for _ in 0..20 {
-                    now += 10;
-                    replica.tick(now);
-                    let Ok(effects) = replica.poll() else {
-                        return acknowledged;
-                    };
-                    for committed in effects.committed {
-                        for id in committed.ids {
-                            acknowledged.insert(id, committed.block.height);
-                        }
-                    }
-                    if replica.pending_len() == 0 && !acknowledged.is_empty() {
-                        break;
-                    }
+    // Acknowledged: committed and applied in a block the replica reported.
+    let workload = |disk: &MemoryDisk| {
+        let mut acknowledged: BTreeMap<TxId, u64> = BTreeMap::new();
+        let mut now = 0;
+        let Some(mut replica) = leading_replica(&genesis, disk, &mut now) else {
+            return acknowledged;
+        };
+        for batch in txs.chunks(3) {
+            for tx in batch {
+                if replica.submit(tx.clone()).is_err() {
+                    return acknowledged;
                 }
             }
-            acknowledged
-        },
-        |disk, acknowledged: &BTreeMap<TxId, u64>, cut| {
-            // Restarted, the replica leads again and applies what its log committed (blocks are
-            // rebuilt from the durable log; only the log must be synced before an ack).
-            let mut now = 0;
-            let mut replica = leading_replica(&genesis, &disk, &mut now)
-                .unwrap_or_else(|| panic!("{cut}: the replica does not restart and lead"));
             for _ in 0..20 {
                 now += 10;
                 replica.tick(now);
-                replica.poll().unwrap_or_else(|e| panic!("{cut}: {e}"));
+                let Ok(effects) = poll(&mut replica) else {
+                    return acknowledged;
+                };
+                for committed in effects.committed {
+                    for id in committed.ids {
+                        acknowledged.insert(id, committed.block.height);
+                    }
+                }
+                if replica.pending_len() == 0 && !acknowledged.is_empty() {
+                    break;
+                }
             }
-            for (id, height) in acknowledged {
-                let status = replica
-                    .store()
-                    .tx_status(id)
-                    .unwrap_or_else(|e| panic!("{cut}: {e}"))
-                    .unwrap_or_else(|| panic!("{cut}: acknowledged transaction lost"));
-                assert_eq!(status.height, *height, "{cut}: moved to another block");
-            }
-            let files_on_chain = replica.state().files().count();
-            assert!(
-                files_on_chain >= acknowledged.len(),
-                "{cut}: state behind its blocks"
-            );
-        },
-    );
+        }
+        acknowledged
+    };
+    let cuts = over_every_cut(workload, |disk, acknowledged: &BTreeMap<TxId, u64>, cut| {
+        // Restarted, the replica leads again and applies what its log committed (blocks are
+        // rebuilt from the durable log; only the log must be synced before an ack).
+        let mut now = 0;
+        let mut replica = leading_replica(&genesis, &disk, &mut now)
+            .unwrap_or_else(|| panic!("{cut}: the replica does not restart and lead"));
+        for _ in 0..20 {
+            now += 10;
+            replica.tick(now);
+            poll(&mut replica).unwrap_or_else(|e| panic!("{cut}: {e}"));
+        }
+        for (id, height) in acknowledged {
+            let status = replica
+                .store()
+                .tx_status(id)
+                .unwrap_or_else(|e| panic!("{cut}: {e}"))
+                .unwrap_or_else(|| panic!("{cut}: acknowledged transaction lost"));
+            assert_eq!(status.height, *height, "{cut}: moved to another block");
+        }
+        let files_on_chain = replica.state().files().count();
+        assert!(
+            files_on_chain >= acknowledged.len(),
+            "{cut}: state behind its blocks"
+        );
+    });
     assert!(cuts > 100, "only {cuts} cut points");
+    // The cuts fell among snapshots: an uncut run takes several.
+    let disk = MemoryDisk::default();
+    let acknowledged = workload(&disk);
+    let mut now = 0;
+    let replica = leading_replica(&genesis, &disk, &mut now).expect("the replica restarts");
+    assert!(!acknowledged.is_empty());
+    let (snapshot, applied) = (replica.snapshot_index(), replica.applied_index());
+    assert!(
+        snapshot > 0 && snapshot + 2 * 6 >= applied,
+        "snapshot at {snapshot}, applied {applied}"
+    );
 }

@@ -13,7 +13,7 @@ use ed25519_dalek::SigningKey;
 use keyshare::SealingSecretKey;
 use ledger::{
     Block, Body, Genesis, Member, MemberId, Policy, RedbStore, Replica, ReplicaConfig, Role,
-    SharedVerdicts, Transaction, TxId, TxResult, WireMessage,
+    SharedVerdicts, SnapshotJob, Transaction, TxId, TxResult, WireMessage,
 };
 use rand::seq::SliceRandom;
 use rand::{RngExt, SeedableRng, rngs::StdRng};
@@ -84,6 +84,11 @@ pub struct Cluster {
     verdicts: Option<SharedVerdicts>,
     /// While set, a copy of every message delivered (to replay later, as a hostile peer would).
     pub recorded: Option<Vec<WireMessage>>,
+    /// While set, snapshot jobs wait in `held_snapshots` instead of being built at once (a
+    /// build that takes its time off the ledger path).
+    pub hold_snapshots: bool,
+    /// Snapshot jobs handed out while `hold_snapshots` was set, by replica.
+    pub held_snapshots: Vec<(u64, SnapshotJob)>,
 }
 
 pub fn default_config(id: u64) -> ReplicaConfig {
@@ -180,6 +185,8 @@ impl Cluster {
             superseded: BTreeSet::new(),
             verdicts: None,
             recorded: None,
+            hold_snapshots: false,
+            held_snapshots: Vec::new(),
         };
         for id in cluster.ids() {
             cluster.start(id);
@@ -285,6 +292,13 @@ impl Cluster {
                     self.deferred_applies += 1;
                 }
                 self.superseded.extend(effects.superseded);
+                if let Some(job) = effects.snapshot {
+                    if self.hold_snapshots {
+                        self.held_snapshots.push((id, job));
+                    } else {
+                        self.replica_mut(id).snapshot_built(job.build());
+                    }
+                }
                 for committed in effects.committed {
                     for tx in &committed.block.txs {
                         self.acknowledged.insert(tx.id(), committed.block.height);
