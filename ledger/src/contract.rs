@@ -245,17 +245,32 @@ pub struct TxStatus {
 
 /// The contract state every replica holds; serialized whole into Raft snapshots.
 ///
-/// The maps that grow with the chain are persistent B-trees (`imbl`), so a snapshot takes the
-/// state at its index with an O(1) clone and encodes it off the ledger path while blocks go on
-/// applying (a write copies only the nodes the clone still shares). They encode exactly as
-/// `BTreeMap`s do: a snapshot body does not change.
+/// The maps that grow with the chain are persistent B-trees (`imbl`) of shared records, so a
+/// snapshot takes the state at its index with an O(1) clone and encodes it off the ledger path
+/// while blocks go on applying: a write copies only the tree nodes the clone still shares (record
+/// pointers), and the one record it changes. They encode exactly as `BTreeMap`s of records do, so
+/// a snapshot body is what it was before.
 #[derive(Clone, Debug, Default, PartialEq, Eq, serde::Serialize, serde::Deserialize)]
 pub(crate) struct ContractState {
     pub(crate) height: u64,
     pub(crate) head: Option<BlockHash>,
     pub(crate) nonces: BTreeMap<MemberId, u64>,
-    pub(crate) files: OrdMap<FileId, FileRecord>,
-    pub(crate) requests: OrdMap<RequestId, AccessRecord>,
+    #[serde(deserialize_with = "persistent_map")]
+    pub(crate) files: OrdMap<FileId, Arc<FileRecord>>,
+    #[serde(deserialize_with = "persistent_map")]
+    pub(crate) requests: OrdMap<RequestId, Arc<AccessRecord>>,
+}
+
+/// Decodes a map entry by entry. imbl's own decoder reserves room for as many entries as the
+/// input claims, so a hostile snapshot body of a few bytes could make a replica allocate
+/// terabytes and abort.
+fn persistent_map<'de, D, K, V>(deserializer: D) -> Result<OrdMap<K, V>, D::Error>
+where
+    D: serde::Deserializer<'de>,
+    K: serde::Deserialize<'de> + Ord + Clone,
+    V: serde::Deserialize<'de> + Clone,
+{
+    <BTreeMap<K, V> as serde::Deserialize>::deserialize(deserializer).map(OrdMap::from_iter)
 }
 
 /// Decoded member keys of one genesis.
@@ -357,7 +372,7 @@ impl State {
 
     /// A registered file.
     pub fn file(&self, id: &FileId) -> Option<&FileRecord> {
-        self.contract.files.get(id)
+        self.contract.files.get(id).map(Arc::as_ref)
     }
 
     /// Every registered file id, ascending.
@@ -367,12 +382,15 @@ impl State {
 
     /// An access request and its answers.
     pub fn request(&self, id: &RequestId) -> Option<&AccessRecord> {
-        self.contract.requests.get(id)
+        self.contract.requests.get(id).map(Arc::as_ref)
     }
 
     /// Every access request, ascending by id.
     pub fn requests(&self) -> impl Iterator<Item = (&RequestId, &AccessRecord)> {
-        self.contract.requests.iter()
+        self.contract
+            .requests
+            .iter()
+            .map(|(id, record)| (id, record.as_ref()))
     }
 
     /// The last nonce `member` used (0 if none).
@@ -547,7 +565,11 @@ fn execute(
             Ok(())
         }
         Body::RequestAccess { file, reason } => {
-            if file_mut(contract, file)?.deposits.is_none() {
+            let record = contract
+                .files
+                .get(file)
+                .ok_or(Rejection::UnknownFile { file: *file })?;
+            if record.deposits.is_none() {
                 return Err(Rejection::SharesNotDeposited { file: *file });
             }
             let record = AccessRecord {
@@ -558,7 +580,7 @@ fn execute(
                 answers: BTreeMap::new(),
             };
             // The request is named by its transaction's id.
-            contract.requests.insert(*id, record);
+            contract.requests.insert(*id, Arc::new(record));
             Ok(())
         }
         Body::ReleaseShare {
@@ -614,6 +636,7 @@ fn file_mut<'a>(
     contract
         .files
         .get_mut(file)
+        .map(Arc::make_mut)
         .ok_or(Rejection::UnknownFile { file: *file })
 }
 
@@ -635,7 +658,7 @@ fn register_file(
         deposits: None,
         complaints: BTreeMap::new(),
     };
-    contract.files.insert(table.file_id, record);
+    contract.files.insert(table.file_id, Arc::new(record));
     Ok(())
 }
 
@@ -764,6 +787,7 @@ fn answer_request(
     } = contract;
     let access = requests
         .get_mut(request)
+        .map(Arc::make_mut)
         .ok_or(Rejection::UnknownRequest { request: *request })?;
     let file = files
         .get(&access.file)

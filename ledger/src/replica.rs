@@ -174,8 +174,9 @@ pub struct Effects {
     /// be refused as stale, a false rejection).
     pub superseded: Vec<TxId>,
     /// A snapshot to build: run [`SnapshotJob::build`] (O(state); off the task that drives the
-    /// replica, ideally) and hand the result to [`Replica::snapshot_built`]. A replica whose
-    /// caller drops its jobs never compacts its log.
+    /// replica, ideally) and hand the result to [`Replica::snapshot_built`], or its index to
+    /// [`Replica::snapshot_not_built`] if it could not be built. The replica starts no other
+    /// snapshot until then.
     pub snapshot: Option<SnapshotJob>,
     /// Committed entries are waiting to be applied: send `messages`, then `poll` again.
     pub more: bool,
@@ -226,10 +227,17 @@ impl BuiltSnapshot {
     }
 }
 
-/// A snapshot job not built within this long is given up on, and another may start.
-const SNAPSHOT_BUILD_TIMEOUT_MS: u64 = 120_000;
-/// Pieces of a built snapshot's body written per `poll`, each in a transaction of its own.
-const SNAPSHOT_PIECES_PER_POLL: u32 = 1;
+/// Pieces of a built snapshot's body written per `poll`, in a transaction of their own: a few
+/// milliseconds of work, so an idle node (ticked every 50 ms) still writes ~80 MiB a second.
+const SNAPSHOT_PIECES_PER_POLL: u32 = 4;
+
+/// A snapshot handed out to build.
+#[derive(Clone, Copy)]
+struct Building {
+    index: u64,
+    /// `applied_bytes_since_snapshot` when it was handed out, given back if it is not built.
+    log_bytes: u64,
+}
 
 /// A built snapshot whose body is being written, a few pieces per `poll`.
 struct Writing {
@@ -303,8 +311,8 @@ pub struct Replica {
     snapshot_index: u64,
     /// Bytes of the entries applied since the latest snapshot (or the one being built).
     applied_bytes_since_snapshot: u64,
-    /// The snapshot handed out to build: its index and when.
-    building: Option<(u64, u64)>,
+    /// The snapshot handed out to build.
+    building: Option<Building>,
     /// The built snapshot whose body is being written.
     writing: Option<Writing>,
     pending_effects: Effects,
@@ -1182,12 +1190,8 @@ impl Replica {
     /// Hands out a snapshot job when enough entries applied since the last snapshot, holding
     /// enough bytes next to it (see [`ReplicaConfig::snapshot_log_percent`]); one at a time.
     fn maybe_start_snapshot(&mut self) {
-        if let Some((_, since_ms)) = self.building {
-            if self.now_ms.saturating_sub(since_ms) < SNAPSHOT_BUILD_TIMEOUT_MS {
-                return;
-            }
-            // The caller lost it (a pool that stopped); a late result is still taken.
-            self.building = None;
+        if self.building.is_some() {
+            return;
         }
         let last = self
             .writing
@@ -1208,8 +1212,10 @@ impl Replica {
         let Some(term) = self.log.read().term_of(index) else {
             return;
         };
-        self.applied_bytes_since_snapshot = 0;
-        self.building = Some((index, self.now_ms));
+        self.building = Some(Building {
+            index,
+            log_bytes: mem::take(&mut self.applied_bytes_since_snapshot),
+        });
         self.pending_effects.snapshot = Some(SnapshotJob {
             index,
             term,
@@ -1222,7 +1228,10 @@ impl Replica {
     /// overtook, or that is not of this replica's log, is dropped.
     pub fn snapshot_built(&mut self, built: BuiltSnapshot) {
         let index = built.index();
-        if self.building.is_some_and(|(building, _)| building == index) {
+        if self
+            .building
+            .is_some_and(|building| building.index == index)
+        {
             self.building = None;
         }
         let of_this_log = self.log.read().term_of(index) == Some(built.term);
@@ -1234,6 +1243,15 @@ impl Replica {
             return;
         }
         self.writing = Some(Writing { built, written: 0 });
+    }
+
+    /// The snapshot job at `index` could not be built (the caller's pool stopped): the next poll
+    /// may hand out another, as soon as the log since the last snapshot warrants it.
+    pub fn snapshot_not_built(&mut self, index: u64) {
+        if let Some(building) = self.building.filter(|building| building.index == index) {
+            self.building = None;
+            self.applied_bytes_since_snapshot += building.log_bytes;
+        }
     }
 
     /// Writes the next pieces of the built snapshot's body; with all of them written, its
@@ -1428,7 +1446,7 @@ fn restore_log(
     let mut held = None;
     if let Some(wire) = &loaded.snapshot {
         let corrupt = |reason: String| crate::error::StoreError::Corrupt {
-            table: "snapshot_body",
+            table: "snapshot_pieces",
             reason,
         };
         let descriptor = Descriptor::decode(&wire.data).map_err(|_| {

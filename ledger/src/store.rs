@@ -147,6 +147,7 @@ impl RedbStore {
         txn.open_table(BLOCK_IDS)?;
         txn.open_table(SNAPSHOT_PIECES)?;
         migrate_legacy_body(&txn)?;
+        drop_unnamed_pieces(&txn)?;
         txn.commit()?;
         let mut index = TxIndex::default();
         let txn = db.begin_read()?;
@@ -216,7 +217,10 @@ impl RedbStore {
                 meta.insert(SNAPSHOT, encode(&write.snapshot).as_slice())?;
                 let index = write.snapshot.index;
                 let mut pieces = txn.open_table(SNAPSHOT_PIECES)?;
-                pieces.retain(|(body, _), _| body == index)?;
+                // Only this snapshot's pieces stay: those written ahead of this descriptor, or
+                // none when its body comes with it (leftovers at its index included).
+                let written_ahead = write.body.is_none();
+                pieces.retain(|(body, _), _| written_ahead && body == index)?;
                 if let Some(body) = &write.body {
                     for (piece, bytes) in (0u32..).zip(body.chunks(SNAPSHOT_PIECE_BYTES)) {
                         pieces.insert((index, piece), bytes)?;
@@ -341,6 +345,15 @@ impl RedbStore {
     }
 }
 
+/// The index of the snapshot `meta` names, if any.
+fn snapshot_in_effect(txn: &redb::WriteTransaction) -> Result<Option<u64>, StoreError> {
+    let meta = txn.open_table(META)?;
+    let Some(bytes) = meta.get(SNAPSHOT)? else {
+        return Ok(None);
+    };
+    Ok(Some(decode::<WireSnapshot>("meta", bytes.value())?.index))
+}
+
 /// Moves the body an earlier version stored (under piece numbers alone) to where this one looks
 /// for it, under the index of the snapshot in effect.
 fn migrate_legacy_body(txn: &redb::WriteTransaction) -> Result<(), StoreError> {
@@ -350,12 +363,7 @@ fn migrate_legacy_body(txn: &redb::WriteTransaction) -> Result<(), StoreError> {
     if !legacy {
         return Ok(());
     }
-    let snapshot = txn
-        .open_table(META)?
-        .get(SNAPSHOT)?
-        .map(|value| value.value().to_vec());
-    if let Some(bytes) = snapshot {
-        let index = decode::<WireSnapshot>("meta", &bytes)?.index;
+    if let Some(index) = snapshot_in_effect(txn)? {
         let old = txn.open_table(LEGACY_SNAPSHOT_BODY)?;
         let mut pieces = txn.open_table(SNAPSHOT_PIECES)?;
         for item in old.iter()? {
@@ -364,6 +372,15 @@ fn migrate_legacy_body(txn: &redb::WriteTransaction) -> Result<(), StoreError> {
         }
     }
     txn.delete_table(LEGACY_SNAPSHOT_BODY)?;
+    Ok(())
+}
+
+/// Removes the pieces of bodies whose descriptor was never written (a crash while a snapshot's
+/// pieces were being written ahead of it).
+fn drop_unnamed_pieces(txn: &redb::WriteTransaction) -> Result<(), StoreError> {
+    let named = snapshot_in_effect(txn)?;
+    txn.open_table(SNAPSHOT_PIECES)?
+        .retain(|(index, _), _| Some(index) == named)?;
     Ok(())
 }
 
@@ -391,4 +408,90 @@ fn decode<T: serde::de::DeserializeOwned>(
         table,
         reason: e.to_string(),
     })
+}
+
+#[cfg(test)]
+mod tests {
+    use redb::backends::InMemoryBackend;
+
+    use super::*;
+
+    #[test]
+    fn an_earlier_versions_snapshot_body_is_moved_under_its_index() {
+        let db = Database::builder()
+            .create_with_backend(InMemoryBackend::new())
+            .unwrap();
+        let snapshot = WireSnapshot {
+            data: b"descriptor".to_vec(),
+            index: 7,
+            term: 2,
+            conf_state: WireConfState::default(),
+        };
+        let txn = db.begin_write().unwrap();
+        {
+            let mut meta = txn.open_table(META).unwrap();
+            meta.insert(SNAPSHOT, encode(&snapshot).as_slice()).unwrap();
+            let mut legacy = txn.open_table(LEGACY_SNAPSHOT_BODY).unwrap();
+            legacy.insert(0, b"first ".as_slice()).unwrap();
+            legacy.insert(1, b"second".as_slice()).unwrap();
+        }
+        txn.commit().unwrap();
+
+        let store = RedbStore::init(db).unwrap();
+        let loaded = store.load().unwrap();
+        assert_eq!(loaded.snapshot, Some(snapshot));
+        assert_eq!(
+            loaded.snapshot_body.as_deref(),
+            Some(b"first second".as_slice())
+        );
+        let txn = store.db.begin_read().unwrap();
+        let tables: Vec<String> = txn
+            .list_tables()
+            .unwrap()
+            .map(|table| table.name().to_string())
+            .collect();
+        assert!(!tables.contains(&"snapshot_body".to_string()), "{tables:?}");
+    }
+
+    #[test]
+    fn pieces_written_ahead_of_a_descriptor_that_never_came_are_dropped_on_open() {
+        let mut store = RedbStore::open_backend(InMemoryBackend::new()).unwrap();
+        let snapshot = WireSnapshot {
+            data: b"descriptor".to_vec(),
+            index: 5,
+            term: 1,
+            conf_state: WireConfState::default(),
+        };
+        store
+            .commit(&WriteBatch {
+                snapshot: Some(SnapshotWrite {
+                    snapshot: snapshot.clone(),
+                    body: Some(Bytes::from_static(b"in effect")),
+                    replaces_log: true,
+                }),
+                sync: true,
+                ..WriteBatch::default()
+            })
+            .unwrap();
+        // The next snapshot's pieces, written ahead; the crash comes before its descriptor.
+        let pieces = [Bytes::from_static(b"never "), Bytes::from_static(b"named")];
+        store.write_snapshot_pieces(9, 0, pieces).unwrap();
+
+        let store = RedbStore::init(store.db).unwrap();
+        let loaded = store.load().unwrap();
+        assert_eq!(loaded.snapshot, Some(snapshot));
+        assert_eq!(
+            loaded.snapshot_body.as_deref(),
+            Some(b"in effect".as_slice())
+        );
+        let txn = store.db.begin_read().unwrap();
+        let left: Vec<(u64, u32)> = txn
+            .open_table(SNAPSHOT_PIECES)
+            .unwrap()
+            .iter()
+            .unwrap()
+            .map(|item| item.unwrap().0.value())
+            .collect();
+        assert_eq!(left, vec![(5, 0)]);
+    }
 }

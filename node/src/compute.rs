@@ -26,6 +26,8 @@ pub type Spawner = Arc<dyn Fn(Job) + Send + Sync>;
 #[derive(Clone, Default)]
 pub struct Compute {
     pool: Option<Spawner>,
+    /// Where long, unhurried work runs (the ledger's snapshots); `pool` when unset.
+    background: Option<Spawner>,
     verdicts: Option<ledger::SharedVerdicts>,
 }
 
@@ -49,8 +51,16 @@ impl Compute {
     pub fn pool(spawn: impl Fn(Job) + Send + Sync + 'static) -> Self {
         Self {
             pool: Some(Arc::new(spawn)),
+            background: None,
             verdicts: None,
         }
+    }
+
+    /// This compute, running background work ([`Self::start_background`]) through `spawn`:
+    /// e.g. on threads of low priority, so it takes only CPU the node leaves idle.
+    pub fn with_background(mut self, spawn: impl Fn(Job) + Send + Sync + 'static) -> Self {
+        self.background = Some(Arc::new(spawn));
+        self
     }
 
     /// This compute, with the ledger replica taking good signature verdicts from `verdicts`
@@ -81,8 +91,32 @@ impl Compute {
         R: Send + 'static,
         F: FnOnce() -> R + Send + 'static,
     {
+        Self::start_on(self.pool.as_ref(), work)
+    }
+
+    /// [`Self::start`] for long work nobody waits on closely (a snapshot of the ledger state):
+    /// on the background spawner if there is one.
+    pub fn start_background<R, F>(
+        &self,
+        work: F,
+    ) -> impl Future<Output = Result<R, Error>> + Send + use<R, F>
+    where
+        R: Send + 'static,
+        F: FnOnce() -> R + Send + 'static,
+    {
+        Self::start_on(self.background.as_ref().or(self.pool.as_ref()), work)
+    }
+
+    fn start_on<R, F>(
+        spawner: Option<&Spawner>,
+        work: F,
+    ) -> impl Future<Output = Result<R, Error>> + Send + use<R, F>
+    where
+        R: Send + 'static,
+        F: FnOnce() -> R + Send + 'static,
+    {
         let (done, result) = oneshot::channel();
-        match &self.pool {
+        match spawner {
             None => {
                 let _ = done.send(work());
             }
@@ -120,6 +154,20 @@ mod tests {
         .await
         .unwrap_or(0);
         assert_eq!((inline, pool), (42, 42));
+    }
+
+    #[tokio::test(flavor = "current_thread")]
+    async fn background_work_goes_to_the_background_spawner_when_there_is_one() {
+        let pool_drops = Compute::pool(drop);
+        assert!(matches!(
+            pool_drops.start_background(|| 1).await,
+            Err(Error::Stopped)
+        ));
+        let background = pool_drops.with_background(|job| {
+            std::thread::spawn(job);
+        });
+        assert_eq!(background.start_background(|| 6 * 7).await.unwrap_or(0), 42);
+        assert!(matches!(background.run(|| 1).await, Err(Error::Stopped)));
     }
 
     #[tokio::test(flavor = "current_thread")]

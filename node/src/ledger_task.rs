@@ -178,7 +178,7 @@ async fn serve_ledger<T: Transport>(
     let mut waiters: BTreeMap<TxId, oneshot::Sender<Result<Receipt, Error>>> = BTreeMap::new();
     // Snapshots built on the compute pool come back here. Made per run: a replica reopened
     // after a failure takes no snapshot built for the one before.
-    let (built_sender, mut built) = mpsc::channel::<BuiltSnapshot>(1);
+    let (built_sender, mut built) = mpsc::channel::<Result<BuiltSnapshot, u64>>(1);
     shared.metrics.ledger_height.store(
         replica.state().height(),
         std::sync::atomic::Ordering::Relaxed,
@@ -191,10 +191,13 @@ async fn serve_ledger<T: Transport>(
         tokio::select! {
             biased;
             _ = stopped.changed() => return Served::Stopped,
+            Some(snapshot) = built.recv() => match snapshot {
+                Ok(snapshot) => replica.snapshot_built(snapshot),
+                Err(index) => replica.snapshot_not_built(index),
+            },
             Some(inbound) = messages.recv() => {
                 deliver(&mut replica, &peers, inbound.from, &inbound.bytes);
             }
-            Some(snapshot) = built.recv() => replica.snapshot_built(snapshot),
             Some(command) = commands.recv() => match command {
                 Command::Submit { body, reply } => {
                     *next_nonce = (*next_nonce).max(replica.state().nonce(&me) + 1);
@@ -311,19 +314,22 @@ async fn serve_ledger<T: Transport>(
     }
 }
 
-/// Builds `job` on the compute pool (encoding and hashing the whole contract state, which must
-/// not hold up the ledger task) and sends the result back to it. A pool that stops drops the
-/// job; the replica starts another later.
-fn build_snapshot(compute: &Compute, job: SnapshotJob, done: mpsc::Sender<BuiltSnapshot>) {
+/// Builds `job` in the background (encoding and hashing the whole contract state, which must not
+/// hold up the ledger task nor take CPU from it) and sends the result back to it: the snapshot,
+/// or its index when the pool dropped the job, so the replica can start another.
+fn build_snapshot(
+    compute: &Compute,
+    job: SnapshotJob,
+    done: mpsc::Sender<Result<BuiltSnapshot, u64>>,
+) {
     let index = job.index();
-    let building = compute.start(move || job.build());
+    let building = compute.start_background(move || job.build());
     tokio::spawn(async move {
-        match building.await {
-            Ok(snapshot) => {
-                let _ = done.send(snapshot).await;
-            }
-            Err(error) => tracing::warn!(index, %error, "snapshot not built"),
-        }
+        let result = building.await.map_err(|error| {
+            tracing::warn!(index, %error, "snapshot not built");
+            index
+        });
+        let _ = done.send(result).await;
     });
 }
 
