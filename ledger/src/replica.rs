@@ -315,6 +315,8 @@ pub struct Replica {
     building: Option<Building>,
     /// The built snapshot whose body is being written.
     writing: Option<Writing>,
+    /// The store still holds log entries or an earlier body the latest snapshot made obsolete.
+    trimming: bool,
     pending_effects: Effects,
     /// Snapshot bodies this replica can serve.
     holds: Holds,
@@ -385,6 +387,7 @@ impl Replica {
             applied_bytes_since_snapshot: 0,
             building: None,
             writing: None,
+            trimming: snapshot_index > 0,
             pending_effects: Effects::default(),
             holds,
             download: None,
@@ -545,6 +548,9 @@ impl Replica {
         if self.pending_effects.messages.is_empty() {
             self.apply_unapplied()?;
             self.write_snapshot()?;
+            if self.trimming {
+                self.trimming = self.store.trim(self.snapshot_index)?;
+            }
             self.maybe_start_snapshot();
         }
         let mut effects = mem::take(&mut self.pending_effects);
@@ -1159,10 +1165,9 @@ impl Replica {
         // A snapshot of this replica's own in the making is older: its pieces go with this
         // write.
         self.writing = None;
-        batch.snapshot = Some(SnapshotWrite {
+        batch.snapshot = Some(SnapshotWrite::Installed {
             snapshot: WireSnapshot::from(snapshot),
-            body: Some(body.bytes.clone()),
-            replaces_log: true,
+            body: body.bytes.clone(),
         });
         batch.applied = Some(index);
         batch.sync = true;
@@ -1292,10 +1297,8 @@ impl Replica {
             metadata.set_conf_state(self.log.read().conf_state().clone());
         }
         self.store.commit(&WriteBatch {
-            snapshot: Some(SnapshotWrite {
+            snapshot: Some(SnapshotWrite::Taken {
                 snapshot: WireSnapshot::from(snapshot.clone()),
-                body: None,
-                replaces_log: false,
             }),
             sync: true,
             ..WriteBatch::default()
@@ -1303,6 +1306,7 @@ impl Replica {
         self.log.write().compact_to_snapshot(snapshot);
         self.snapshot_index = index;
         self.holds.hold(built.body);
+        self.trimming = true;
         Ok(())
     }
 

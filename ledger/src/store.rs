@@ -5,8 +5,9 @@
 //! Tables: `raft_log` (index → entry), `meta` (name → record), `blocks` (height → block),
 //! `block_ids` (height → the block's transaction ids, 32 bytes each, in block order),
 //! `snapshot_pieces` ((snapshot index, piece) → bytes of a snapshot's body). Records are
-//! postcard. Lookups
-//! by transaction id go through an in-memory [`TxIndex`] rebuilt from
+//! postcard. `raft_log` may still hold entries the latest snapshot covers, until
+//! [`RedbStore::trim`] gets to them; a restart skips them. Lookups by transaction id go through
+//! an in-memory [`TxIndex`] rebuilt from
 //! `block_ids` on open (its module says why).
 
 use std::path::Path;
@@ -33,9 +34,9 @@ const BLOCKS: TableDefinition<u64, &[u8]> = TableDefinition::new("blocks");
 const BLOCK_IDS: TableDefinition<u64, &[u8]> = TableDefinition::new("block_ids");
 /// Snapshot bodies in pieces, by (snapshot index, piece number); `meta.snapshot` names the one in
 /// effect. A replica's own snapshot writes its pieces a few at a time, in transactions of their
-/// own, before the transaction that writes its descriptor and compacts the log, so no single
-/// transaction on the ledger path holds a whole body. Pieces of any other index (a crash
-/// between the two) are removed by the next descriptor written.
+/// own, before the transaction that writes its descriptor, so no single transaction on the ledger
+/// path holds a whole body; the earlier body's pieces go a few at a time afterwards
+/// ([`RedbStore::trim`]). Pieces of a later index (a crash before their descriptor) go on open.
 const SNAPSHOT_PIECES: TableDefinition<(u64, u32), &[u8]> = TableDefinition::new("snapshot_pieces");
 /// Where an earlier version kept the body in effect (piece number → bytes); moved into
 /// [`SNAPSHOT_PIECES`] on open.
@@ -55,15 +56,20 @@ pub(crate) struct HardStateRecord {
 }
 
 /// A snapshot to store: its Raft form (whose data is the descriptor) and the body it names.
-pub(crate) struct SnapshotWrite {
-    pub(crate) snapshot: WireSnapshot,
-    /// The body, written with the descriptor; `None` when its pieces were written before
-    /// ([`RedbStore::write_snapshot_pieces`]).
-    pub(crate) body: Option<Bytes>,
-    /// The snapshot came from the leader and replaces the whole log (a local snapshot only
-    /// compacts the entries it covers).
-    pub(crate) replaces_log: bool,
+pub(crate) enum SnapshotWrite {
+    /// The leader's snapshot, with its body: it replaces the whole log and every body held.
+    Installed { snapshot: WireSnapshot, body: Bytes },
+    /// This replica's own, whose pieces were written ahead
+    /// ([`RedbStore::write_snapshot_pieces`]). The log entries it covers and the earlier body
+    /// are left for [`RedbStore::trim`] to delete a bounded amount at a time: deleting them here
+    /// would free O(log) pages in one commit on the ledger path.
+    Taken { snapshot: WireSnapshot },
 }
+
+/// Log entries deleted per [`RedbStore::trim`].
+const TRIM_ENTRIES: usize = 256;
+/// Pieces of earlier bodies deleted per [`RedbStore::trim`].
+const TRIM_PIECES: usize = 4;
 
 /// Changes from one `Ready`, written atomically.
 #[derive(Default)]
@@ -208,24 +214,21 @@ impl RedbStore {
         {
             let mut log = txn.open_table(LOG)?;
             let mut meta = txn.open_table(META)?;
-            if let Some(write) = &batch.snapshot {
-                if write.replaces_log {
+            match &batch.snapshot {
+                Some(SnapshotWrite::Installed { snapshot, body }) => {
                     log.retain(|_, _| false)?;
-                } else {
-                    log.retain_in(..=write.snapshot.index, |_, _| false)?;
-                }
-                meta.insert(SNAPSHOT, encode(&write.snapshot).as_slice())?;
-                let index = write.snapshot.index;
-                let mut pieces = txn.open_table(SNAPSHOT_PIECES)?;
-                // Only this snapshot's pieces stay: those written ahead of this descriptor, or
-                // none when its body comes with it (leftovers at its index included).
-                let written_ahead = write.body.is_none();
-                pieces.retain(|(body, _), _| written_ahead && body == index)?;
-                if let Some(body) = &write.body {
+                    meta.insert(SNAPSHOT, encode(snapshot).as_slice())?;
+                    // Leftovers at its index included: only its own pieces may follow.
+                    let mut pieces = txn.open_table(SNAPSHOT_PIECES)?;
+                    pieces.retain(|_, _| false)?;
                     for (piece, bytes) in (0u32..).zip(body.chunks(SNAPSHOT_PIECE_BYTES)) {
-                        pieces.insert((index, piece), bytes)?;
+                        pieces.insert((snapshot.index, piece), bytes)?;
                     }
                 }
+                Some(SnapshotWrite::Taken { snapshot }) => {
+                    meta.insert(SNAPSHOT, encode(snapshot).as_slice())?;
+                }
+                None => {}
             }
             if let Some(first) = batch.entries.first() {
                 log.retain_in(first.index.., |_, _| false)?;
@@ -276,6 +279,26 @@ impl RedbStore {
         }
         txn.commit()?;
         Ok(())
+    }
+
+    /// Deletes a bounded number of what the snapshot at `index` made obsolete: log entries up to
+    /// it and pieces of earlier bodies (a restart reads neither). Not synced: nothing depends on
+    /// the deletion being durable. Returns whether more remain.
+    pub(crate) fn trim(&mut self, index: u64) -> Result<bool, StoreError> {
+        let mut txn = self.db.begin_write()?;
+        txn.set_durability(Durability::None)?;
+        let more = {
+            let mut log = txn.open_table(LOG)?;
+            let entries = count_taken(log.extract_from_if(..=index, |_, _| true)?, TRIM_ENTRIES)?;
+            let mut pieces = txn.open_table(SNAPSHOT_PIECES)?;
+            let old = count_taken(
+                pieces.extract_from_if(..(index, 0), |_, _| true)?,
+                TRIM_PIECES,
+            )?;
+            entries == TRIM_ENTRIES || old == TRIM_PIECES
+        };
+        txn.commit()?;
+        Ok(more)
     }
 
     /// The block at `height`, if this replica has it (a replica that joined through a snapshot
@@ -345,6 +368,19 @@ impl RedbStore {
     }
 }
 
+/// Takes up to `limit` items from `extracted` (removing them), and says how many there were.
+fn count_taken<T>(
+    extracted: impl Iterator<Item = Result<T, redb::StorageError>>,
+    limit: usize,
+) -> Result<usize, StoreError> {
+    let mut taken = 0;
+    for item in extracted.take(limit) {
+        item?;
+        taken += 1;
+    }
+    Ok(taken)
+}
+
 /// The index of the snapshot `meta` names, if any.
 fn snapshot_in_effect(txn: &redb::WriteTransaction) -> Result<Option<u64>, StoreError> {
     let meta = txn.open_table(META)?;
@@ -412,6 +448,7 @@ fn decode<T: serde::de::DeserializeOwned>(
 
 #[cfg(test)]
 mod tests {
+    use redb::ReadableTableMetadata;
     use redb::backends::InMemoryBackend;
 
     use super::*;
@@ -453,6 +490,68 @@ mod tests {
         assert!(!tables.contains(&"snapshot_body".to_string()), "{tables:?}");
     }
 
+    fn entry(index: u64) -> WireEntry {
+        WireEntry {
+            entry_type: 0,
+            term: 1,
+            index,
+            data: Bytes::from_static(b"block"),
+            context: Bytes::new(),
+            sync_log: false,
+        }
+    }
+
+    fn snapshot_at(index: u64) -> WireSnapshot {
+        WireSnapshot {
+            data: b"descriptor".to_vec(),
+            index,
+            term: 1,
+            conf_state: WireConfState::default(),
+        }
+    }
+
+    #[test]
+    fn a_snapshot_taken_here_leaves_what_it_covers_to_bounded_trims() {
+        let mut store = RedbStore::open_backend(InMemoryBackend::new()).unwrap();
+        store
+            .commit(&WriteBatch {
+                snapshot: Some(SnapshotWrite::Installed {
+                    snapshot: snapshot_at(2),
+                    body: Bytes::from(vec![7; 5 * SNAPSHOT_PIECE_BYTES]),
+                }),
+                entries: (3..=600).map(entry).collect(),
+                sync: true,
+                ..WriteBatch::default()
+            })
+            .unwrap();
+        store
+            .write_snapshot_pieces(590, 0, [Bytes::from_static(b"new body")])
+            .unwrap();
+        store
+            .commit(&WriteBatch {
+                snapshot: Some(SnapshotWrite::Taken {
+                    snapshot: snapshot_at(590),
+                }),
+                sync: true,
+                ..WriteBatch::default()
+            })
+            .unwrap();
+        // The descriptor's commit deleted nothing; each trim deletes a bounded amount.
+        assert_eq!(store.load().unwrap().entries.len(), 598);
+        let mut trims = 0;
+        while store.trim(590).unwrap() {
+            trims += 1;
+            assert!(trims < 10, "trims never finish");
+        }
+        assert_eq!(trims, 2, "588 entries and 5 pieces, 256 entries and 4 pieces at a time");
+        let loaded = store.load().unwrap();
+        let left: Vec<u64> = loaded.entries.iter().map(|entry| entry.index).collect();
+        assert_eq!(left, (591..=600).collect::<Vec<_>>());
+        assert_eq!(loaded.snapshot_body.as_deref(), Some(b"new body".as_slice()));
+        let txn = store.db.begin_read().unwrap();
+        assert_eq!(txn.open_table(SNAPSHOT_PIECES).unwrap().len().unwrap(), 1);
+    }
+
     #[test]
     fn pieces_written_ahead_of_a_descriptor_that_never_came_are_dropped_on_open() {
         let mut store = RedbStore::open_backend(InMemoryBackend::new()).unwrap();
@@ -464,10 +563,9 @@ mod tests {
         };
         store
             .commit(&WriteBatch {
-                snapshot: Some(SnapshotWrite {
+                snapshot: Some(SnapshotWrite::Installed {
                     snapshot: snapshot.clone(),
-                    body: Some(Bytes::from_static(b"in effect")),
-                    replaces_log: true,
+                    body: Bytes::from_static(b"in effect"),
                 }),
                 sync: true,
                 ..WriteBatch::default()
