@@ -56,6 +56,7 @@ use crate::contract::{
 use crate::error::{Error, SubmitError};
 use crate::limits::{
     MAX_BLOCK_BYTES, MAX_ENTRIES_BYTES_PER_MESSAGE, MAX_TX_BYTES, PROPOSAL_HEADER_BYTES,
+    SNAPSHOT_PIECE_BYTES,
 };
 use crate::log_store::LogStore;
 use crate::member::Genesis;
@@ -96,6 +97,11 @@ pub struct ReplicaConfig {
     /// quadratic in the chain's length; at 100 the work stays proportional to the log, and the
     /// log held in memory stays about the state's size.
     pub snapshot_log_percent: u64,
+    /// Pace at which a snapshot's body is written, in bytes a second (at least one piece a
+    /// poll). Written at once, every member's body reaches the disk they may share together, and
+    /// every commit's fsync waits behind it: four members writing 60 MB bodies in pieces as fast
+    /// as they could put p99 commit latency at 10,000 tx/s from ~30 ms to ~300 ms.
+    pub snapshot_write_bytes_per_second: u64,
 }
 
 impl ReplicaConfig {
@@ -113,6 +119,7 @@ impl ReplicaConfig {
             max_tx_bytes: MAX_TX_BYTES,
             snapshot_interval_entries: 1_000,
             snapshot_log_percent: 100,
+            snapshot_write_bytes_per_second: 16 << 20,
         }
     }
 
@@ -146,6 +153,9 @@ impl ReplicaConfig {
         }
         if self.snapshot_interval_entries == 0 {
             return invalid("snapshot_interval_entries must be positive");
+        }
+        if self.snapshot_write_bytes_per_second == 0 {
+            return invalid("snapshot_write_bytes_per_second must be positive");
         }
         // Past ten times the state, the log (held in memory and replayed on restart) would
         // dwarf what the snapshot saves.
@@ -188,6 +198,9 @@ pub struct SnapshotJob {
     index: u64,
     term: u64,
     contract: ContractState,
+    /// Expected size of the body: reserved at once, not grown by doubling (each doubling copies
+    /// the body and faults in fresh pages).
+    capacity: usize,
 }
 
 impl SnapshotJob {
@@ -200,7 +213,10 @@ impl SnapshotJob {
     pub fn build(self) -> BuiltSnapshot {
         BuiltSnapshot {
             term: self.term,
-            body: Body::new(self.index, checkpoint_bytes(&self.contract).into()),
+            body: Body::new(
+                self.index,
+                checkpoint_into(&self.contract, Vec::with_capacity(self.capacity)).into(),
+            ),
         }
     }
 }
@@ -227,9 +243,9 @@ impl BuiltSnapshot {
     }
 }
 
-/// Pieces of a built snapshot's body written per `poll`, in a transaction of their own: a few
-/// milliseconds of work, so an idle node (ticked every 50 ms) still writes ~80 MiB a second.
-const SNAPSHOT_PIECES_PER_POLL: u32 = 4;
+/// Most pieces of a built snapshot's body written per `poll`, in a transaction of their own (the
+/// pace is [`ReplicaConfig::snapshot_write_bytes_per_second`]).
+const SNAPSHOT_PIECES_PER_POLL: u32 = 1;
 
 /// A snapshot handed out to build.
 #[derive(Clone, Copy)]
@@ -239,11 +255,13 @@ struct Building {
     log_bytes: u64,
 }
 
-/// A built snapshot whose body is being written, a few pieces per `poll`.
+/// A built snapshot whose body is being written, at a pace.
 struct Writing {
     built: BuiltSnapshot,
     /// Pieces written so far.
     written: u32,
+    /// When writing began.
+    since_ms: u64,
 }
 
 /// A block this replica committed and applied: every transaction in it is acknowledged.
@@ -270,9 +288,15 @@ struct CheckpointRef<'a> {
 }
 
 /// The snapshot body of `contract`: what [`Checkpoint::decode`] reads back.
+#[cfg(feature = "fuzzing")]
 pub(crate) fn checkpoint_bytes(contract: &ContractState) -> Vec<u8> {
+    checkpoint_into(contract, Vec::new())
+}
+
+/// [`checkpoint_bytes`], into `buffer`.
+fn checkpoint_into(contract: &ContractState, buffer: Vec<u8>) -> Vec<u8> {
     // Encoding into a `Vec` fails only on allocation failure, which aborts first.
-    postcard::to_allocvec(&CheckpointRef { contract }).unwrap_or_default()
+    postcard::to_extend(&CheckpointRef { contract }, buffer).unwrap_or_default()
 }
 
 impl Checkpoint {
@@ -1195,20 +1219,18 @@ impl Replica {
     /// Hands out a snapshot job when enough entries applied since the last snapshot, holding
     /// enough bytes next to it (see [`ReplicaConfig::snapshot_log_percent`]); one at a time.
     fn maybe_start_snapshot(&mut self) {
-        if self.building.is_some() {
+        if self.building.is_some() || self.writing.is_some() {
             return;
         }
-        let last = self
-            .writing
-            .as_ref()
-            .map_or(self.snapshot_index, |writing| {
-                writing.built.index().max(self.snapshot_index)
-            });
-        let log_wanted = u128::from(self.snapshot_body_bytes())
-            * u128::from(self.config.snapshot_log_percent)
-            / 100;
-        if self.writing.is_some()
-            || self.applied_index < last + self.config.snapshot_interval_entries
+        // Replicas take theirs up to three quarters of an interval apart (by Raft id), so their
+        // builds (on cores the members may share) and their writes (to a disk they may share)
+        // do not all fall at once, slowing the whole quorum together.
+        let interval = self.config.snapshot_interval_entries;
+        let stagger = interval * ((self.config.id - 1) % 4) / 4;
+        let body_bytes = self.snapshot_body_bytes();
+        let log_wanted =
+            u128::from(body_bytes) * u128::from(self.config.snapshot_log_percent) / 100;
+        if self.applied_index < self.snapshot_index + interval + stagger
             || u128::from(self.applied_bytes_since_snapshot) < log_wanted
         {
             return;
@@ -1217,14 +1239,15 @@ impl Replica {
         let Some(term) = self.log.read().term_of(index) else {
             return;
         };
-        self.building = Some(Building {
-            index,
-            log_bytes: mem::take(&mut self.applied_bytes_since_snapshot),
-        });
+        let log_bytes = mem::take(&mut self.applied_bytes_since_snapshot);
+        self.building = Some(Building { index, log_bytes });
+        // The state grew by about the log applied since the last body.
+        let capacity = body_bytes.saturating_add(log_bytes);
         self.pending_effects.snapshot = Some(SnapshotJob {
             index,
             term,
             contract: self.state.contract().clone(),
+            capacity: usize::try_from(capacity).unwrap_or(0),
         });
     }
 
@@ -1247,7 +1270,11 @@ impl Replica {
         {
             return;
         }
-        self.writing = Some(Writing { built, written: 0 });
+        self.writing = Some(Writing {
+            built,
+            written: 0,
+            since_ms: self.now_ms,
+        });
     }
 
     /// The snapshot job at `index` could not be built (the caller's pool stopped): the next poll
@@ -1273,8 +1300,20 @@ impl Replica {
         }
         let pieces = body.descriptor.piece_count();
         if writing.written < pieces {
+            // One piece at once, then as many as the pace allows.
+            let paced = u128::from(self.now_ms.saturating_sub(writing.since_ms))
+                * u128::from(self.config.snapshot_write_bytes_per_second)
+                / 1000
+                / SNAPSHOT_PIECE_BYTES as u128;
+            let due = u32::try_from(paced.saturating_add(1)).unwrap_or(u32::MAX);
             let first = writing.written;
-            let last = first.saturating_add(SNAPSHOT_PIECES_PER_POLL).min(pieces);
+            let last = first
+                .saturating_add(SNAPSHOT_PIECES_PER_POLL)
+                .min(due)
+                .min(pieces);
+            if last <= first {
+                return Ok(());
+            }
             self.store.write_snapshot_pieces(
                 index,
                 first,

@@ -543,11 +543,17 @@ mod tests {
             trims += 1;
             assert!(trims < 10, "trims never finish");
         }
-        assert_eq!(trims, 2, "588 entries and 5 pieces, 256 entries and 4 pieces at a time");
+        assert_eq!(
+            trims, 2,
+            "588 entries and 5 pieces, 256 entries and 4 pieces at a time"
+        );
         let loaded = store.load().unwrap();
         let left: Vec<u64> = loaded.entries.iter().map(|entry| entry.index).collect();
         assert_eq!(left, (591..=600).collect::<Vec<_>>());
-        assert_eq!(loaded.snapshot_body.as_deref(), Some(b"new body".as_slice()));
+        assert_eq!(
+            loaded.snapshot_body.as_deref(),
+            Some(b"new body".as_slice())
+        );
         let txn = store.db.begin_read().unwrap();
         assert_eq!(txn.open_table(SNAPSHOT_PIECES).unwrap().len().unwrap(), 1);
     }

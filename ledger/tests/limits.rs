@@ -337,6 +337,8 @@ fn blocks_commit_while_a_snapshot_is_built_off_the_ledger_path() {
     // Built at last: each takes effect once its body is written (later jobs wait meanwhile).
     let held = std::mem::take(&mut cluster.held_snapshots);
     let indexes: Vec<u64> = held.iter().map(|(_, job)| job.index()).collect();
+    // Staggered by Raft id: a quarter interval (one entry here) apart.
+    assert!(indexes.windows(2).all(|pair| pair[0] < pair[1]), "{indexes:?}");
     for (id, job) in held {
         cluster.replica_mut(id).snapshot_built(job.build());
     }
@@ -412,4 +414,51 @@ fn a_snapshot_built_after_a_newer_one_was_installed_is_dropped() {
     cluster.run_until(500, |c| c.replica(behind).state().height() >= target);
     assert!(cluster.replica(behind).snapshot_index() >= installed);
     cluster.assert_agree();
+}
+
+/// Snapshots every 4 entries, their bodies written at 1 MiB a second.
+fn slow_writes(id: u64) -> ReplicaConfig {
+    ReplicaConfig {
+        snapshot_write_bytes_per_second: 1 << 20,
+        ..every_4_entries(id)
+    }
+}
+
+#[test]
+fn a_snapshot_body_is_written_at_its_pace() {
+    let mut cluster = Cluster::with_policy(3, 3, SEED, slow_writes, long_reasons());
+    let leader = cluster.elect();
+    let file = register_file(&mut cluster, leader, 1, &[1, 2], 1).file_id;
+    cluster.hold_snapshots = true;
+    // Some 5 MiB of access requests stay in the state.
+    let txs: Vec<Transaction> = (0..20)
+        .map(|_| {
+            largest(&mut cluster, 3, |reason| Body::RequestAccess {
+                file,
+                reason,
+            })
+        })
+        .collect();
+    commit_all(&mut cluster, leader, txs);
+    let position = cluster
+        .held_snapshots
+        .iter()
+        .position(|(id, _)| *id == leader)
+        .expect("the leader handed out a job");
+    let (_, job) = cluster.held_snapshots.remove(position);
+    let index = job.index();
+    cluster.replica_mut(leader).snapshot_built(job.build());
+    let started_ms = cluster.now_ms;
+    cluster.run_until(2_000, |c| c.replica(leader).snapshot_index() == index);
+    let took_ms = cluster.now_ms - started_ms;
+    let pieces = cluster
+        .replica(leader)
+        .snapshot_body_bytes()
+        .div_ceil(ledger::SNAPSHOT_PIECE_BYTES as u64);
+    assert!(pieces >= 5, "{pieces} pieces");
+    // One piece at once, then one a second.
+    assert!(
+        took_ms >= (pieces - 1) * 1_000 && took_ms <= (pieces + 1) * 1_000,
+        "{pieces} pieces took {took_ms} ms"
+    );
 }
