@@ -129,8 +129,11 @@ fn drive(replica: &mut Replica, now: &mut u64, rounds: u32) {
     for _ in 0..rounds {
         *now += 50;
         replica.tick(*now);
-        if replica.poll().is_err() {
+        let Ok(effects) = replica.poll() else {
             return;
+        };
+        if let Some(job) = effects.snapshot {
+            replica.snapshot_built(job.build());
         }
     }
 }

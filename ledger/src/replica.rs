@@ -34,10 +34,14 @@
 //!
 //! A replica's own snapshot costs O(state) to encode and hash, so none of that runs in `poll`:
 //! the replica hands out a [`SnapshotJob`] (an O(1) clone of the state at the index) in
-//! [`Effects::snapshot`], the caller builds it wherever it likes (a node on its compute pool,
-//! a test inline) and hands the result to [`Replica::snapshot_built`]; the replica then writes the
-//! body a piece per `poll` and, with every piece written, the descriptor, compacting the log.
-//! Blocks go on committing throughout: nothing on the ledger path grows with the state.
+//! [`Effects::snapshot`], the caller builds it wherever it likes (a node on a background thread,
+//! a test or the simulator inline) and hands the result to [`Replica::snapshot_built`]; the
+//! replica then writes the body at most a piece per `poll`, at a pace
+//! ([`ReplicaConfig::snapshot_write_bytes_per_second`], measured by the `now` its ticks give),
+//! and with every piece written, the descriptor, compacting its in-memory log; the stored log
+//! entries the snapshot covers and the earlier body are deleted a bounded amount per `poll`
+//! afterwards. Blocks go on committing throughout. (Installing a leader's snapshot still writes
+//! its whole body in one transaction: a replica that fell that far behind serves no one.)
 
 use std::collections::hash_map::DefaultHasher;
 use std::collections::{BTreeMap, HashMap, VecDeque};
@@ -97,10 +101,10 @@ pub struct ReplicaConfig {
     /// quadratic in the chain's length; at 100 the work stays proportional to the log, and the
     /// log held in memory stays about the state's size.
     pub snapshot_log_percent: u64,
-    /// Pace at which a snapshot's body is written, in bytes a second (at least one piece a
-    /// poll). Written at once, every member's body reaches the disk they may share together, and
-    /// every commit's fsync waits behind it: four members writing 60 MB bodies in pieces as fast
-    /// as they could put p99 commit latency at 10,000 tx/s from ~30 ms to ~300 ms.
+    /// Pace at which a snapshot's body is written, in bytes a second (at most one piece a poll;
+    /// the first at once). Written at once, every member's body reaches the disk they may share
+    /// together, and every commit's fsync waits behind it: four members writing 60 MB bodies in
+    /// pieces as fast as they could put p99 commit latency at 10,000 tx/s from ~30 ms to ~300 ms.
     pub snapshot_write_bytes_per_second: u64,
 }
 
@@ -209,14 +213,18 @@ impl SnapshotJob {
         self.index
     }
 
+    fn encode(&self) -> Vec<u8> {
+        let mut body = checkpoint_into(&self.contract, Vec::with_capacity(self.capacity));
+        // The body is held for serving; a large allocation shrinks in place.
+        body.shrink_to_fit();
+        body
+    }
+
     /// Encodes and hashes the state: the O(state) part of a snapshot.
     pub fn build(self) -> BuiltSnapshot {
         BuiltSnapshot {
             term: self.term,
-            body: Body::new(
-                self.index,
-                checkpoint_into(&self.contract, Vec::with_capacity(self.capacity)).into(),
-            ),
+            body: Body::new(self.index, self.encode().into()),
         }
     }
 }
@@ -243,17 +251,12 @@ impl BuiltSnapshot {
     }
 }
 
+/// Longest a due snapshot waits for its replica's turn when the ledger's index stands still.
+const SNAPSHOT_TURN_WAIT_MS: u64 = 10_000;
+
 /// Most pieces of a built snapshot's body written per `poll`, in a transaction of their own (the
 /// pace is [`ReplicaConfig::snapshot_write_bytes_per_second`]).
 const SNAPSHOT_PIECES_PER_POLL: u32 = 1;
-
-/// A snapshot handed out to build.
-#[derive(Clone, Copy)]
-struct Building {
-    index: u64,
-    /// `applied_bytes_since_snapshot` when it was handed out, given back if it is not built.
-    log_bytes: u64,
-}
 
 /// A built snapshot whose body is being written, at a pace.
 struct Writing {
@@ -335,8 +338,14 @@ pub struct Replica {
     snapshot_index: u64,
     /// Bytes of the entries applied since the latest snapshot (or the one being built).
     applied_bytes_since_snapshot: u64,
-    /// The snapshot handed out to build.
-    building: Option<Building>,
+    /// Index of the snapshot handed out to build.
+    building: Option<u64>,
+    /// Applied index and time at which a snapshot first came due while it was not this
+    /// replica's turn.
+    due_since: Option<(u64, u64)>,
+    /// No snapshot before this applied index: a job was not built, and another waits an
+    /// interval.
+    retry_from: u64,
     /// The built snapshot whose body is being written.
     writing: Option<Writing>,
     /// The store still holds log entries or an earlier body the latest snapshot made obsolete.
@@ -410,6 +419,8 @@ impl Replica {
             snapshot_index,
             applied_bytes_since_snapshot: 0,
             building: None,
+            due_since: None,
+            retry_from: 0,
             writing: None,
             trimming: snapshot_index > 0,
             pending_effects: Effects::default(),
@@ -1217,32 +1228,47 @@ impl Replica {
     }
 
     /// Hands out a snapshot job when enough entries applied since the last snapshot, holding
-    /// enough bytes next to it (see [`ReplicaConfig::snapshot_log_percent`]); one at a time.
+    /// enough bytes next to it (see [`ReplicaConfig::snapshot_log_percent`]), in this replica's
+    /// turn; one at a time.
     fn maybe_start_snapshot(&mut self) {
         if self.building.is_some() || self.writing.is_some() {
             return;
         }
-        // Replicas take theirs up to three quarters of an interval apart (by Raft id), so their
-        // builds (on cores the members may share) and their writes (to a disk they may share)
-        // do not all fall at once, slowing the whole quorum together.
         let interval = self.config.snapshot_interval_entries;
-        let stagger = interval * ((self.config.id - 1) % 4) / 4;
         let body_bytes = self.snapshot_body_bytes();
         let log_wanted =
             u128::from(body_bytes) * u128::from(self.config.snapshot_log_percent) / 100;
-        if self.applied_index < self.snapshot_index + interval + stagger
+        if self.applied_index < self.snapshot_index.saturating_add(interval)
+            || self.applied_index < self.retry_from
             || u128::from(self.applied_bytes_since_snapshot) < log_wanted
         {
+            return;
+        }
+        // Turns: the applied index (the same on every replica) runs through four slots of a
+        // quarter interval, and a replica takes its snapshot in the slot of its Raft id, so the
+        // builds (on cores the members may share) and the writes (to a disk they may share) do
+        // not all fall at once and slow the whole quorum together. One that missed its slot
+        // between polls takes it anyway a round later, and one on an idle ledger (whose index
+        // stands still) after a while.
+        let slot = (interval / 4).max(1);
+        let in_turn = (self.applied_index / slot) % 4 == (self.config.id - 1) % 4;
+        let (since, since_ms) = *self
+            .due_since
+            .get_or_insert((self.applied_index, self.now_ms));
+        let overdue = self.applied_index >= since.saturating_add(slot.saturating_mul(4))
+            || self.now_ms >= since_ms.saturating_add(SNAPSHOT_TURN_WAIT_MS);
+        if !in_turn && !overdue {
             return;
         }
         let index = self.applied_index;
         let Some(term) = self.log.read().term_of(index) else {
             return;
         };
-        let log_bytes = mem::take(&mut self.applied_bytes_since_snapshot);
-        self.building = Some(Building { index, log_bytes });
-        // The state grew by about the log applied since the last body.
-        let capacity = body_bytes.saturating_add(log_bytes);
+        self.due_since = None;
+        self.building = Some(index);
+        self.applied_bytes_since_snapshot = 0;
+        // The state grew by at most the log applied since the last body; usually far less.
+        let capacity = body_bytes.saturating_add(body_bytes / 4);
         self.pending_effects.snapshot = Some(SnapshotJob {
             index,
             term,
@@ -1256,10 +1282,7 @@ impl Replica {
     /// overtook, or that is not of this replica's log, is dropped.
     pub fn snapshot_built(&mut self, built: BuiltSnapshot) {
         let index = built.index();
-        if self
-            .building
-            .is_some_and(|building| building.index == index)
-        {
+        if self.building == Some(index) {
             self.building = None;
         }
         let of_this_log = self.log.read().term_of(index) == Some(built.term);
@@ -1277,17 +1300,20 @@ impl Replica {
         });
     }
 
-    /// The snapshot job at `index` could not be built (the caller's pool stopped): the next poll
-    /// may hand out another, as soon as the log since the last snapshot warrants it.
+    /// The snapshot job at `index` could not be built (the caller's pool stopped): another is
+    /// handed out once an interval more is applied and the log warrants it (not at once, which
+    /// would spin while the pool refuses work).
     pub fn snapshot_not_built(&mut self, index: u64) {
-        if let Some(building) = self.building.filter(|building| building.index == index) {
+        if self.building == Some(index) {
             self.building = None;
-            self.applied_bytes_since_snapshot += building.log_bytes;
+            self.retry_from = self
+                .applied_index
+                .saturating_add(self.config.snapshot_interval_entries);
         }
     }
 
     /// Writes the next pieces of the built snapshot's body; with all of them written, its
-    /// descriptor (synced), and compacts the log.
+    /// descriptor (synced), and compacts the in-memory log.
     fn write_snapshot(&mut self) -> Result<(), Error> {
         let Some(writing) = self.writing.as_mut() else {
             return Ok(());
@@ -1300,7 +1326,11 @@ impl Replica {
         }
         let pieces = body.descriptor.piece_count();
         if writing.written < pieces {
-            // One piece at once, then as many as the pace allows.
+            // The pace runs from the first poll with a clock (a replica not yet ticked has none).
+            if writing.since_ms == 0 {
+                writing.since_ms = self.now_ms;
+            }
+            // One piece at once, then one a poll while the pace allows.
             let paced = u128::from(self.now_ms.saturating_sub(writing.since_ms))
                 * u128::from(self.config.snapshot_write_bytes_per_second)
                 / 1000

@@ -33,10 +33,11 @@ const META: TableDefinition<&str, &[u8]> = TableDefinition::new("meta");
 const BLOCKS: TableDefinition<u64, &[u8]> = TableDefinition::new("blocks");
 const BLOCK_IDS: TableDefinition<u64, &[u8]> = TableDefinition::new("block_ids");
 /// Snapshot bodies in pieces, by (snapshot index, piece number); `meta.snapshot` names the one in
-/// effect. A replica's own snapshot writes its pieces a few at a time, in transactions of their
+/// effect. A replica's own snapshot writes its pieces one at a time, in transactions of their
 /// own, before the transaction that writes its descriptor, so no single transaction on the ledger
 /// path holds a whole body; the earlier body's pieces go a few at a time afterwards
-/// ([`RedbStore::trim`]). Pieces of a later index (a crash before their descriptor) go on open.
+/// ([`RedbStore::trim`]). Pieces of any index `meta` does not name (a crash before their
+/// descriptor) go on open.
 const SNAPSHOT_PIECES: TableDefinition<(u64, u32), &[u8]> = TableDefinition::new("snapshot_pieces");
 /// Where an earlier version kept the body in effect (piece number → bytes); moved into
 /// [`SNAPSHOT_PIECES`] on open.
@@ -55,7 +56,7 @@ pub(crate) struct HardStateRecord {
     pub(crate) commit: u64,
 }
 
-/// A snapshot to store: its Raft form (whose data is the descriptor) and the body it names.
+/// A snapshot to store: its Raft form, whose data is the descriptor of its body.
 pub(crate) enum SnapshotWrite {
     /// The leader's snapshot, with its body: it replaces the whole log and every body held.
     Installed { snapshot: WireSnapshot, body: Bytes },

@@ -106,8 +106,9 @@ fn a_far_behind_replica_catches_up_from_a_large_state_in_pieces() {
         })
         .collect();
     commit_all(&mut cluster, leader, txs);
-    // A snapshot takes effect once its body is written, a piece per poll.
-    cluster.run_until(1_000, |c| {
+    // A snapshot takes effect in the leader's turn (on an idle ledger, 10 s after it came due),
+    // once its body is written at its pace (100 MiB at 16 MiB/s).
+    cluster.run_until(3_000, |c| {
         c.replica(leader).snapshot_body_bytes() >= STATE_BYTES_MIN
     });
 
@@ -338,7 +339,10 @@ fn blocks_commit_while_a_snapshot_is_built_off_the_ledger_path() {
     let held = std::mem::take(&mut cluster.held_snapshots);
     let indexes: Vec<u64> = held.iter().map(|(_, job)| job.index()).collect();
     // Staggered by Raft id: a quarter interval (one entry here) apart.
-    assert!(indexes.windows(2).all(|pair| pair[0] < pair[1]), "{indexes:?}");
+    assert!(
+        indexes.windows(2).all(|pair| pair[0] < pair[1]),
+        "{indexes:?}"
+    );
     for (id, job) in held {
         cluster.replica_mut(id).snapshot_built(job.build());
     }
@@ -440,6 +444,8 @@ fn a_snapshot_body_is_written_at_its_pace() {
         })
         .collect();
     commit_all(&mut cluster, leader, txs);
+    // Small ones after, so the index passes the leader's turn to snapshot.
+    commit_requests(&mut cluster, leader, file, 8);
     let position = cluster
         .held_snapshots
         .iter()
@@ -461,4 +467,65 @@ fn a_snapshot_body_is_written_at_its_pace() {
         took_ms >= (pieces - 1) * 1_000 && took_ms <= (pieces + 1) * 1_000,
         "{pieces} pieces took {took_ms} ms"
     );
+}
+
+#[test]
+fn replicas_take_their_snapshots_in_turns() {
+    let mut cluster = Cluster::with_config(3, 3, SEED, every_4_entries);
+    let leader = cluster.elect();
+    let file = register_file(&mut cluster, leader, 1, &[1, 2], 1).file_id;
+    let mut taken: Vec<std::collections::BTreeSet<u64>> = vec![Default::default(); 3];
+    for _ in 0..40 {
+        commit_requests(&mut cluster, leader, file, 1);
+        for id in 1..=3u64 {
+            taken[id as usize - 1].insert(cluster.replica(id).snapshot_index());
+        }
+    }
+    for (id, indexes) in (1..=3).zip(&taken) {
+        assert!(indexes.len() >= 5, "replica {id} took {indexes:?}");
+    }
+    // Never two at the same index, round after round.
+    for (a, b) in [(0, 1), (0, 2), (1, 2)] {
+        let shared: Vec<&u64> = taken[a]
+            .intersection(&taken[b])
+            .filter(|i| **i > 0)
+            .collect();
+        assert!(
+            shared.is_empty(),
+            "replicas {} and {} at {shared:?}",
+            a + 1,
+            b + 1
+        );
+    }
+}
+
+#[test]
+fn a_snapshot_that_could_not_be_built_is_tried_again_an_interval_later() {
+    let mut cluster = Cluster::with_config(3, 3, SEED, every_4_entries);
+    cluster.hold_snapshots = true;
+    let leader = cluster.elect();
+    let file = register_file(&mut cluster, leader, 1, &[1, 2], 1).file_id;
+    commit_requests(&mut cluster, leader, file, 8);
+    let jobs = |cluster: &Cluster| {
+        cluster
+            .held_snapshots
+            .iter()
+            .filter(|(id, _)| *id == leader)
+            .map(|(_, job)| job.index())
+            .collect::<Vec<u64>>()
+    };
+    let first = jobs(&cluster);
+    assert_eq!(first.len(), 1, "{first:?}");
+    let refused_at = cluster.replica(leader).applied_index();
+    cluster.replica_mut(leader).snapshot_not_built(first[0]);
+    // Not at once, nor when its turn comes round on an idle ledger: the pool that refused it
+    // would be asked again and again.
+    for _ in 0..1_100 {
+        cluster.tick();
+    }
+    assert_eq!(jobs(&cluster), first);
+    commit_requests(&mut cluster, leader, file, 8);
+    let again = jobs(&cluster);
+    assert_eq!(again.len(), 2, "{again:?}");
+    assert!(again[1] >= refused_at + 4, "{again:?}");
 }

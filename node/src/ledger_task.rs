@@ -176,7 +176,7 @@ async fn serve_ledger<T: Transport>(
     let mut interval = tokio::time::interval(tick);
     interval.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
     let mut waiters: BTreeMap<TxId, oneshot::Sender<Result<Receipt, Error>>> = BTreeMap::new();
-    // Snapshots built on the compute pool come back here. Made per run: a replica reopened
+    // Snapshots built in the background come back here. Made per run: a replica reopened
     // after a failure takes no snapshot built for the one before.
     let (built_sender, mut built) = mpsc::channel::<Result<BuiltSnapshot, u64>>(1);
     shared.metrics.ledger_height.store(

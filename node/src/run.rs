@@ -1,7 +1,7 @@
 //! `blocktorrent run`: one member's node in the foreground until SIGINT, SIGTERM or an API
 //! shutdown.
 
-use std::sync::Arc;
+use std::sync::{Arc, Mutex, PoisonError};
 use std::time::Duration;
 
 use anyhow::Context;
@@ -16,31 +16,45 @@ const TICK: Duration = Duration::from_millis(50);
 
 /// CPU-heavy work on tokio's blocking pool, off the async workers; background work (the
 /// ledger's snapshots: O(state) encoding and hashing every so often) on a thread of its own at
-/// the lowest priority, so it takes only CPU the node leaves idle. At normal priority on 2 cores,
+/// low priority, so it takes mostly CPU the node leaves idle. At normal priority on 2 cores,
 /// four members each encoding a 300,000-file state at once slowed every commit for seconds.
 pub(crate) fn compute_pool() -> node::Compute {
     node::Compute::pool(|job| {
         tokio::task::spawn_blocking(job);
     })
     .with_background(|job| {
+        // Kept here too, so a job whose thread never started can still run.
+        let slot = Arc::new(Mutex::new(Some(job)));
+        let theirs = slot.clone();
         let spawned = std::thread::Builder::new()
             .name("background".into())
             .spawn(move || {
-                lowest_priority();
-                job();
+                lower_priority();
+                if let Some(job) = take_job(&theirs) {
+                    job();
+                }
             });
-        // A job that could not start is dropped, which its caller sees as the pool stopping.
         if let Err(error) = spawned {
-            tracing::warn!(%error, "no thread for background work");
+            tracing::warn!(%error, "no thread for background work; running it on the pool");
+            if let Some(job) = take_job(&slot) {
+                tokio::task::spawn_blocking(job);
+            }
         }
     })
 }
 
-/// Gives the calling thread the lowest scheduling priority (nice 19; on Linux `setpriority` on a
-/// thread id affects that thread alone). Where that fails the work runs at normal priority.
-fn lowest_priority() {
+fn take_job(slot: &Mutex<Option<node::Job>>) -> Option<node::Job> {
+    slot.lock().unwrap_or_else(PoisonError::into_inner).take()
+}
+
+/// Lowers the calling thread's scheduling priority to nice 10 (on Linux `setpriority` on a
+/// thread id affects that thread alone): about a tenth of the weight of the node's own threads,
+/// so a snapshot still finishes in seconds when the node keeps both cores busy (nice 19, a
+/// seventieth, would take minutes, while the log it is to compact grows). Where that fails the
+/// work runs at normal priority.
+fn lower_priority() {
     #[cfg(target_os = "linux")]
-    if let Err(error) = rustix::process::setpriority_process(Some(rustix::thread::gettid()), 19) {
+    if let Err(error) = rustix::process::setpriority_process(Some(rustix::thread::gettid()), 10) {
         tracing::debug!(%error, "background thread keeps its priority");
     }
 }
