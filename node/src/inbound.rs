@@ -1,22 +1,22 @@
-//! Raft messages from peers on their way to the ledger task, bounded in count and, per member,
-//! in bytes.
+//! Raft messages from peers on their way to the ledger task, bounded per member in bytes and in
+//! count.
 //!
 //! The overlay charges a member's frames only while they are read; once a message is handed
 //! over it waits here until the ledger task takes it. A count alone would let one member park
-//! thousands of 8 MiB messages (tens of GiB) whenever the ledger task is busy, and crowd out the
-//! others: so each member may have at most [`QUEUED_BYTES_PER_MEMBER`] waiting, and what is over
-//! is dropped (Raft resends). A message's bytes go back to its sender's allowance when the
-//! ledger task drops the [`Inbound`] it received.
+//! thousands of 8 MiB messages (tens of GiB) whenever the ledger task is busy; a count shared by
+//! all would let one member's flood of small messages fill it and crowd out the others. So each
+//! member may have at most [`QUEUED_BYTES_PER_MEMBER`] and [`QUEUED_MESSAGES_PER_MEMBER`]
+//! waiting, and what is over is dropped (Raft resends). A message goes back to its sender's
+//! allowance when the ledger task drops the [`Inbound`] it received.
 
 use std::collections::BTreeMap;
-use std::sync::Arc;
-use std::sync::atomic::{AtomicUsize, Ordering};
+use std::sync::{Arc, Mutex, PoisonError};
 
 use overlay::PeerId;
 use tokio::sync::mpsc;
 
-/// Messages waiting for the ledger task, from all members together.
-pub(crate) const QUEUED_MESSAGES: usize = 4096;
+/// Messages one member may have waiting for the ledger task.
+pub(crate) const QUEUED_MESSAGES_PER_MEMBER: usize = 1024;
 
 /// Bytes of messages one member may have waiting for the ledger task: several of the largest
 /// appends a leader sends a follower (a block is at most 4 MiB), far more than an honest member
@@ -32,15 +32,30 @@ pub(crate) struct Inbound {
     _charge: Charge,
 }
 
+/// What one member has waiting.
+#[derive(Debug, Default)]
+struct Waiting {
+    bytes: usize,
+    messages: usize,
+}
+
+type Allowance = Arc<Mutex<Waiting>>;
+
+fn waiting(allowance: &Allowance) -> std::sync::MutexGuard<'_, Waiting> {
+    allowance.lock().unwrap_or_else(PoisonError::into_inner)
+}
+
 #[derive(Debug)]
 struct Charge {
-    queued: Arc<AtomicUsize>,
+    allowance: Allowance,
     bytes: usize,
 }
 
 impl Drop for Charge {
     fn drop(&mut self) {
-        self.queued.fetch_sub(self.bytes, Ordering::SeqCst);
+        let mut waiting = waiting(&self.allowance);
+        waiting.bytes -= self.bytes;
+        waiting.messages -= 1;
     }
 }
 
@@ -48,7 +63,7 @@ impl Drop for Charge {
 #[derive(Debug, Clone)]
 pub(crate) struct InboundQueue {
     sender: mpsc::Sender<Inbound>,
-    queued: Arc<BTreeMap<PeerId, Arc<AtomicUsize>>>,
+    queued: Arc<BTreeMap<PeerId, Allowance>>,
 }
 
 impl InboundQueue {
@@ -56,11 +71,14 @@ impl InboundQueue {
     pub(crate) fn new(
         members: impl IntoIterator<Item = PeerId>,
     ) -> (Self, mpsc::Receiver<Inbound>) {
-        let (sender, receiver) = mpsc::channel(QUEUED_MESSAGES);
-        let queued = members
+        let queued: BTreeMap<PeerId, Allowance> = members
             .into_iter()
-            .map(|member| (member, Arc::new(AtomicUsize::new(0))))
+            .map(|member| (member, Allowance::default()))
             .collect();
+        // Room for every member's allowance: the channel itself never refuses a message its
+        // sender may queue.
+        let capacity = (queued.len() * QUEUED_MESSAGES_PER_MEMBER).max(1);
+        let (sender, receiver) = mpsc::channel(capacity);
         let queue = Self {
             sender,
             queued: Arc::new(queued),
@@ -68,27 +86,29 @@ impl InboundQueue {
         (queue, receiver)
     }
 
-    /// Queues `bytes` from `from`; drops it (and says so) if the queue is full, `from` has its
-    /// allowance waiting already, or is not a member.
+    /// Queues `bytes` from `from`; drops it (and says so) if `from` has its allowance waiting
+    /// already, is not a member, or the ledger task is gone.
     pub(crate) fn offer(&self, from: PeerId, bytes: Vec<u8>) -> bool {
-        let Some(queued) = self.queued.get(&from) else {
+        let Some(allowance) = self.queued.get(&from) else {
             return false;
         };
         let len = bytes.len();
-        let charged = queued
-            .fetch_update(Ordering::SeqCst, Ordering::SeqCst, |waiting| {
-                (waiting + len <= QUEUED_BYTES_PER_MEMBER).then_some(waiting + len)
-            })
-            .is_ok();
-        if !charged {
-            tracing::debug!(%from, "member's queued messages over its allowance; dropping one");
-            return false;
+        {
+            let mut waiting = waiting(allowance);
+            if waiting.bytes + len > QUEUED_BYTES_PER_MEMBER
+                || waiting.messages >= QUEUED_MESSAGES_PER_MEMBER
+            {
+                tracing::debug!(%from, "member's queued messages over its allowance; dropping one");
+                return false;
+            }
+            waiting.bytes += len;
+            waiting.messages += 1;
         }
         let inbound = Inbound {
             from,
             bytes,
             _charge: Charge {
-                queued: queued.clone(),
+                allowance: allowance.clone(),
                 bytes: len,
             },
         };
@@ -137,14 +157,38 @@ mod tests {
     }
 
     #[test]
-    fn a_message_the_full_queue_refuses_gives_its_bytes_back() {
+    fn a_member_over_its_count_is_dropped_and_others_are_not() {
+        let (a, b) = (PeerId::from_bytes([1; 32]), PeerId::from_bytes([2; 32]));
+        let (queue, _receiver) = InboundQueue::new([a, b]);
+        for _ in 0..QUEUED_MESSAGES_PER_MEMBER {
+            assert!(queue.offer(a, vec![0u8; 16]));
+        }
+        assert!(!queue.offer(a, vec![0u8; 16]), "over the member's count");
+        for _ in 0..QUEUED_MESSAGES_PER_MEMBER {
+            assert!(queue.offer(b, vec![0u8; 16]), "not crowded out by a");
+        }
+    }
+
+    #[test]
+    fn a_message_refused_or_gone_gives_its_allowance_back() {
         let a = PeerId::from_bytes([1; 32]);
-        let (queue, _receiver) = InboundQueue::new([a]);
-        for _ in 0..QUEUED_MESSAGES {
+        let (queue, receiver) = InboundQueue::new([a]);
+        for _ in 0..QUEUED_MESSAGES_PER_MEMBER {
             assert!(queue.offer(a, vec![0u8; 16]));
         }
         assert!(!queue.offer(a, vec![0u8; 16]));
-        let waiting = queue.queued.get(&a).map(|q| q.load(Ordering::SeqCst));
-        assert_eq!(waiting, Some(QUEUED_MESSAGES * 16));
+        let charged = |queue: &InboundQueue| {
+            let waiting = waiting(&queue.queued[&a]);
+            (waiting.bytes, waiting.messages)
+        };
+        assert_eq!(
+            charged(&queue),
+            (QUEUED_MESSAGES_PER_MEMBER * 16, QUEUED_MESSAGES_PER_MEMBER)
+        );
+        // The ledger task stops: what was waiting goes, and what is offered now is refused.
+        drop(receiver);
+        assert_eq!(charged(&queue), (0, 0));
+        assert!(!queue.offer(a, vec![0u8; 16]));
+        assert_eq!(charged(&queue), (0, 0));
     }
 }
