@@ -459,12 +459,7 @@ mod tests {
         let db = Database::builder()
             .create_with_backend(InMemoryBackend::new())
             .unwrap();
-        let snapshot = WireSnapshot {
-            data: b"descriptor".to_vec(),
-            index: 7,
-            term: 2,
-            conf_state: WireConfState::default(),
-        };
+        let snapshot = snapshot_at(7);
         let txn = db.begin_write().unwrap();
         {
             let mut meta = txn.open_table(META).unwrap();
@@ -476,12 +471,7 @@ mod tests {
         txn.commit().unwrap();
 
         let store = RedbStore::init(db).unwrap();
-        let loaded = store.load().unwrap();
-        assert_eq!(loaded.snapshot, Some(snapshot));
-        assert_eq!(
-            loaded.snapshot_body.as_deref(),
-            Some(b"first second".as_slice())
-        );
+        assert_reopens_with(&store, &snapshot, b"first second");
         let txn = store.db.begin_read().unwrap();
         let tables: Vec<String> = txn
             .list_tables()
@@ -489,6 +479,13 @@ mod tests {
             .map(|table| table.name().to_string())
             .collect();
         assert!(!tables.contains(&"snapshot_body".to_string()), "{tables:?}");
+    }
+
+    /// `store` loads `snapshot` as the one in effect, with `body`.
+    fn assert_reopens_with(store: &RedbStore, snapshot: &WireSnapshot, body: &[u8]) {
+        let loaded = store.load().unwrap();
+        assert_eq!(loaded.snapshot.as_ref(), Some(snapshot));
+        assert_eq!(loaded.snapshot_body.as_deref(), Some(body));
     }
 
     fn entry(index: u64) -> WireEntry {
@@ -562,12 +559,7 @@ mod tests {
     #[test]
     fn pieces_written_ahead_of_a_descriptor_that_never_came_are_dropped_on_open() {
         let mut store = RedbStore::open_backend(InMemoryBackend::new()).unwrap();
-        let snapshot = WireSnapshot {
-            data: b"descriptor".to_vec(),
-            index: 5,
-            term: 1,
-            conf_state: WireConfState::default(),
-        };
+        let snapshot = snapshot_at(5);
         store
             .commit(&WriteBatch {
                 snapshot: Some(SnapshotWrite::Installed {
@@ -583,12 +575,7 @@ mod tests {
         store.write_snapshot_pieces(9, 0, pieces).unwrap();
 
         let store = RedbStore::init(store.db).unwrap();
-        let loaded = store.load().unwrap();
-        assert_eq!(loaded.snapshot, Some(snapshot));
-        assert_eq!(
-            loaded.snapshot_body.as_deref(),
-            Some(b"in effect".as_slice())
-        );
+        assert_reopens_with(&store, &snapshot, b"in effect");
         let txn = store.db.begin_read().unwrap();
         let left: Vec<(u64, u32)> = txn
             .open_table(SNAPSHOT_PIECES)

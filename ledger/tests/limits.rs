@@ -33,6 +33,17 @@ fn largest(cluster: &mut Cluster, member: u64, body: impl Fn(String) -> Body) ->
     tx
 }
 
+/// `count` access requests on `file` by the auditor (member 3), each of the largest size.
+fn largest_requests(
+    cluster: &mut Cluster,
+    file: keyshare::FileId,
+    count: usize,
+) -> Vec<Transaction> {
+    (0..count)
+        .map(|_| largest(cluster, 3, |reason| Body::RequestAccess { file, reason }))
+        .collect()
+}
+
 #[test]
 fn a_backlog_of_largest_transactions_commits_after_the_election() {
     let mut cluster = Cluster::with_policy(3, 3, SEED, default_config, long_reasons());
@@ -97,14 +108,7 @@ fn a_far_behind_replica_catches_up_from_a_large_state_in_pieces() {
     cluster.isolate(behind);
     // The auditor (member 3) files access requests whose reasons fill whole transactions; each
     // stays in the contract state.
-    let txs: Vec<Transaction> = (0..420)
-        .map(|_| {
-            largest(&mut cluster, 3, |reason| Body::RequestAccess {
-                file,
-                reason,
-            })
-        })
-        .collect();
+    let txs = largest_requests(&mut cluster, file, 420);
     commit_all(&mut cluster, leader, txs);
     // A snapshot takes effect in the leader's turn (on an idle ledger, 10 s after it came due),
     // once its body is written at its pace (100 MiB at 16 MiB/s).
@@ -138,10 +142,8 @@ fn a_far_behind_replica_catches_up_from_a_large_state_in_pieces() {
 
 #[test]
 fn lost_and_corrupt_snapshot_pieces_are_refused_and_asked_for_again() {
-    let mut cluster = Cluster::with_config(3, 3, SEED, small_snapshots);
-    let leader = cluster.elect();
+    let (mut cluster, leader, file) = three_with_a_file(small_snapshots);
     let behind = if leader == 1 { 2 } else { 1 };
-    let file = register_file(&mut cluster, leader, 1, &[1, 2], 1).file_id;
     cluster.isolate(behind);
     for i in 0..40 {
         let tx = cluster.sign(
@@ -185,10 +187,8 @@ fn lost_and_corrupt_snapshot_pieces_are_refused_and_asked_for_again() {
 
 #[test]
 fn a_forward_settled_while_away_is_reported_superseded_not_proposed_again() {
-    let mut cluster = Cluster::with_config(3, 3, SEED, small_snapshots);
-    let leader = cluster.elect();
+    let (mut cluster, leader, file) = three_with_a_file(small_snapshots);
     let via = if leader == 1 { 2 } else { 1 };
-    let file = register_file(&mut cluster, leader, 1, &[1, 2], 1).file_id;
     let first_missed = cluster.replica(via).state().height() + 1;
     // `via` forwards a batch; the leader commits it, but nothing reaches `via` any more.
     cluster.drop(leader, via, 100);
@@ -270,19 +270,10 @@ fn every_4_entries_and_its_size(id: u64) -> ReplicaConfig {
 /// How many snapshots the leader took while `count` access requests committed one by one. Every
 /// request stays in the state, so each snapshot's body is larger than the one before.
 fn snapshots_taken(config: fn(u64) -> ReplicaConfig, count: u32) -> usize {
-    let mut cluster = Cluster::with_config(3, 3, SEED, config);
-    let leader = cluster.elect();
-    let file = register_file(&mut cluster, leader, 1, &[1, 2], 1).file_id;
+    let (mut cluster, leader, file) = three_with_a_file(config);
     let mut sizes = vec![cluster.replica(leader).snapshot_body_bytes()];
-    for i in 0..count {
-        let tx = cluster.sign(
-            3,
-            Body::RequestAccess {
-                file,
-                reason: format!("audit {i}"),
-            },
-        );
-        commit_all(&mut cluster, leader, vec![tx]);
+    for _ in 0..count {
+        commit_requests(&mut cluster, leader, file, 1);
         sizes.push(cluster.replica(leader).snapshot_body_bytes());
     }
     sizes.dedup();
@@ -303,6 +294,25 @@ fn snapshots_grow_rarer_as_the_state_grows() {
         (3..=12).contains(&proportional),
         "{proportional} snapshots (fixed interval: {fixed})"
     );
+}
+
+/// Three voters under `config`, a leader elected and one file registered: where the snapshot
+/// tests start.
+fn three_with_a_file(config: fn(u64) -> ReplicaConfig) -> (Cluster, u64, keyshare::FileId) {
+    let mut cluster = Cluster::with_config(3, 3, SEED, config);
+    let leader = cluster.elect();
+    let file = register_file(&mut cluster, leader, 1, &[1, 2], 1).file_id;
+    (cluster, leader, file)
+}
+
+/// The snapshot job replica `id` handed out and the harness held.
+fn take_held(cluster: &mut Cluster, id: u64) -> ledger::SnapshotJob {
+    let position = cluster
+        .held_snapshots
+        .iter()
+        .position(|(holder, _)| *holder == id)
+        .unwrap_or_else(|| panic!("replica {id} handed out no job"));
+    cluster.held_snapshots.remove(position).1
 }
 
 /// `count` access requests on `file`, committed one by one through `via`.
@@ -377,18 +387,11 @@ fn blocks_commit_while_a_snapshot_is_built_off_the_ledger_path() {
 
 #[test]
 fn a_snapshot_built_after_a_newer_one_was_installed_is_dropped() {
-    let mut cluster = Cluster::with_config(3, 3, SEED, every_4_entries);
-    let leader = cluster.elect();
+    let (mut cluster, leader, file) = three_with_a_file(every_4_entries);
     let behind = if leader == 1 { 2 } else { 1 };
-    let file = register_file(&mut cluster, leader, 1, &[1, 2], 1).file_id;
     cluster.hold_snapshots = true;
     commit_requests(&mut cluster, leader, file, 6);
-    let position = cluster
-        .held_snapshots
-        .iter()
-        .position(|(id, _)| *id == behind)
-        .expect("the replica to fall behind handed out a job");
-    let (_, stale) = cluster.held_snapshots.remove(position);
+    let stale = take_held(&mut cluster, behind);
     let stale_index = stale.index();
     cluster.hold_snapshots = false;
     for (id, job) in std::mem::take(&mut cluster.held_snapshots) {
@@ -435,23 +438,11 @@ fn a_snapshot_body_is_written_at_its_pace() {
     let file = register_file(&mut cluster, leader, 1, &[1, 2], 1).file_id;
     cluster.hold_snapshots = true;
     // Some 5 MiB of access requests stay in the state.
-    let txs: Vec<Transaction> = (0..20)
-        .map(|_| {
-            largest(&mut cluster, 3, |reason| Body::RequestAccess {
-                file,
-                reason,
-            })
-        })
-        .collect();
+    let txs = largest_requests(&mut cluster, file, 20);
     commit_all(&mut cluster, leader, txs);
     // Small ones after, so the index passes the leader's turn to snapshot.
     commit_requests(&mut cluster, leader, file, 8);
-    let position = cluster
-        .held_snapshots
-        .iter()
-        .position(|(id, _)| *id == leader)
-        .expect("the leader handed out a job");
-    let (_, job) = cluster.held_snapshots.remove(position);
+    let job = take_held(&mut cluster, leader);
     let index = job.index();
     cluster.replica_mut(leader).snapshot_built(job.build());
     let started_ms = cluster.now_ms;
@@ -471,9 +462,7 @@ fn a_snapshot_body_is_written_at_its_pace() {
 
 #[test]
 fn replicas_take_their_snapshots_in_turns() {
-    let mut cluster = Cluster::with_config(3, 3, SEED, every_4_entries);
-    let leader = cluster.elect();
-    let file = register_file(&mut cluster, leader, 1, &[1, 2], 1).file_id;
+    let (mut cluster, leader, file) = three_with_a_file(every_4_entries);
     let mut taken: Vec<std::collections::BTreeSet<u64>> = vec![Default::default(); 3];
     for _ in 0..40 {
         commit_requests(&mut cluster, leader, file, 1);
