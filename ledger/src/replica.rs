@@ -338,8 +338,9 @@ pub struct Replica {
     snapshot_index: u64,
     /// Bytes of the entries applied since the latest snapshot (or the one being built).
     applied_bytes_since_snapshot: u64,
-    /// Index of the snapshot handed out to build.
-    building: Option<u64>,
+    /// The snapshot handed out to build: its index, and `applied_bytes_since_snapshot` when it
+    /// was handed out (given back if it is not built).
+    building: Option<(u64, u64)>,
     /// Applied index and time at which a snapshot first came due while it was not this
     /// replica's turn.
     due_since: Option<(u64, u64)>,
@@ -1198,8 +1199,13 @@ impl Replica {
         self.snapshot_index = index;
         self.applied_bytes_since_snapshot = 0;
         // A snapshot of this replica's own in the making is older: its pieces go with this
-        // write.
+        // write. A turn it was waiting for is of no use now.
         self.writing = None;
+        self.due_since = None;
+        // The log a job in the making would give back was replaced too.
+        if let Some((_, log_bytes)) = self.building.as_mut() {
+            *log_bytes = 0;
+        }
         batch.snapshot = Some(SnapshotWrite::Installed {
             snapshot: WireSnapshot::from(snapshot),
             body: body.bytes.clone(),
@@ -1252,6 +1258,10 @@ impl Replica {
         // stands still) after a while.
         let slot = (interval / 4).max(1);
         let in_turn = (self.applied_index / slot) % 4 == (self.config.id - 1) % 4;
+        // Stamped before the first tick (a clock of 0), it is stamped again once there is one.
+        if self.due_since.is_some_and(|(_, since_ms)| since_ms == 0) {
+            self.due_since = None;
+        }
         let (since, since_ms) = *self
             .due_since
             .get_or_insert((self.applied_index, self.now_ms));
@@ -1265,8 +1275,7 @@ impl Replica {
             return;
         };
         self.due_since = None;
-        self.building = Some(index);
-        self.applied_bytes_since_snapshot = 0;
+        self.building = Some((index, mem::take(&mut self.applied_bytes_since_snapshot)));
         // The state grew by at most the log applied since the last body; usually far less.
         let capacity = body_bytes.saturating_add(body_bytes / 4);
         self.pending_effects.snapshot = Some(SnapshotJob {
@@ -1282,7 +1291,7 @@ impl Replica {
     /// overtook, or that is not of this replica's log, is dropped.
     pub fn snapshot_built(&mut self, built: BuiltSnapshot) {
         let index = built.index();
-        if self.building == Some(index) {
+        if self.building.is_some_and(|(building, _)| building == index) {
             self.building = None;
         }
         let of_this_log = self.log.read().term_of(index) == Some(built.term);
@@ -1304,8 +1313,9 @@ impl Replica {
     /// handed out once an interval more is applied and the log warrants it (not at once, which
     /// would spin while the pool refuses work).
     pub fn snapshot_not_built(&mut self, index: u64) {
-        if self.building == Some(index) {
+        if let Some((_, log_bytes)) = self.building.filter(|(building, _)| *building == index) {
             self.building = None;
+            self.applied_bytes_since_snapshot += log_bytes;
             self.retry_from = self
                 .applied_index
                 .saturating_add(self.config.snapshot_interval_entries);

@@ -518,3 +518,69 @@ fn a_snapshot_that_could_not_be_built_is_tried_again_an_interval_later() {
     assert_eq!(again.len(), 2, "{again:?}");
     assert!(again[1] >= refused_at + 4, "{again:?}");
 }
+
+#[test]
+fn a_snapshot_not_built_gives_its_log_back() {
+    let (mut cluster, leader, file) = three_with_a_file(every_4_entries_and_its_size);
+    cluster.hold_snapshots = true;
+    commit_requests(&mut cluster, leader, file, 12);
+    let first = take_held(&mut cluster, leader);
+    cluster.replica_mut(leader).snapshot_built(first.build());
+    for _ in 0..3 {
+        cluster.tick();
+    }
+    assert!(cluster.replica(leader).snapshot_body_bytes() > 0);
+    // The next one comes due once the log since holds as many bytes as that body.
+    let mut requests = 0;
+    while !cluster.held_snapshots.iter().any(|(id, _)| *id == leader) {
+        commit_requests(&mut cluster, leader, file, 1);
+        requests += 1;
+        assert!(requests < 100, "no second snapshot");
+    }
+    let second = take_held(&mut cluster, leader);
+    cluster
+        .replica_mut(leader)
+        .snapshot_not_built(second.index());
+    // An interval later (not another body's worth of log) it is handed out again.
+    commit_requests(&mut cluster, leader, file, 6);
+    assert!(
+        cluster.held_snapshots.iter().any(|(id, _)| *id == leader),
+        "the log of the job not built was not given back ({requests} requests made it due)"
+    );
+}
+
+#[test]
+fn a_replica_restarted_due_waits_for_its_turn_once_its_clock_starts() {
+    let (mut cluster, leader, file) = three_with_a_file(every_4_entries);
+    // Jobs are held, never built: every replica stays due for a snapshot.
+    cluster.hold_snapshots = true;
+    let follower = if leader == 1 { 2 } else { 1 };
+    let out_of_turn = |c: &Cluster| c.replica(follower).applied_index() % 4 != follower - 1;
+    commit_requests(&mut cluster, leader, file, 5);
+    while !out_of_turn(&cluster) {
+        commit_requests(&mut cluster, leader, file, 1);
+    }
+    // Past the wait for a turn on an idle ledger, counted from a clock of 0.
+    for _ in 0..1_100 {
+        cluster.tick();
+    }
+    cluster.crash(follower);
+    cluster.start(follower);
+    let jobs = |c: &Cluster| {
+        c.held_snapshots
+            .iter()
+            .filter(|(id, _)| *id == follower)
+            .count()
+    };
+    let before = jobs(&cluster);
+    // Polled before its first tick (a node may deliver messages first), then ticked.
+    cluster.deliver();
+    cluster.tick();
+    cluster.tick();
+    assert!(out_of_turn(&cluster));
+    assert_eq!(
+        jobs(&cluster),
+        before,
+        "snapshot started out of turn at once"
+    );
+}

@@ -97,7 +97,7 @@ pub struct NodeOptions {
 }
 
 /// Counts served chunks, then answers with the standard chunk service; queues Raft messages
-/// for the ledger task itself, bounded per member in bytes (see the `inbound` module).
+/// for the ledger task itself, bounded per member in bytes and count (see the `inbound` module).
 struct CountingHandler {
     inner: overlay::ChunkService,
     messages: InboundQueue,
