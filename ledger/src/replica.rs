@@ -1328,12 +1328,10 @@ impl Replica {
         let Some(writing) = self.writing.as_mut() else {
             return Ok(());
         };
+        // An install from the leader clears `writing`, so this body is newer than the snapshot
+        // in effect.
         let body = &writing.built.body;
         let index = body.index;
-        if index <= self.snapshot_index {
-            self.writing = None;
-            return Ok(());
-        }
         let pieces = body.descriptor.piece_count();
         if writing.written < pieces {
             // The pace runs from the first poll with a clock (a replica not yet ticked has none).

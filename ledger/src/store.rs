@@ -270,25 +270,33 @@ impl RedbStore {
         first: u32,
         pieces: impl IntoIterator<Item = Bytes>,
     ) -> Result<(), StoreError> {
-        let mut txn = self.db.begin_write()?;
-        txn.set_durability(Durability::None)?;
-        {
+        self.unsynced(|txn| {
             let mut table = txn.open_table(SNAPSHOT_PIECES)?;
             for (piece, bytes) in (first..).zip(pieces) {
                 table.insert((index, piece), &bytes[..])?;
             }
-        }
+            Ok(())
+        })
+    }
+
+    /// Runs `write` in a write transaction committed without a sync: a later synced commit makes
+    /// it durable.
+    fn unsynced<R>(
+        &mut self,
+        write: impl FnOnce(&redb::WriteTransaction) -> Result<R, StoreError>,
+    ) -> Result<R, StoreError> {
+        let mut txn = self.db.begin_write()?;
+        txn.set_durability(Durability::None)?;
+        let result = write(&txn)?;
         txn.commit()?;
-        Ok(())
+        Ok(result)
     }
 
     /// Deletes a bounded number of what the snapshot at `index` made obsolete: log entries up to
     /// it and pieces of earlier bodies (a restart reads neither). Not synced: nothing depends on
     /// the deletion being durable. Returns whether more remain.
     pub(crate) fn trim(&mut self, index: u64) -> Result<bool, StoreError> {
-        let mut txn = self.db.begin_write()?;
-        txn.set_durability(Durability::None)?;
-        let more = {
+        self.unsynced(|txn| {
             let mut log = txn.open_table(LOG)?;
             let entries = count_taken(log.extract_from_if(..=index, |_, _| true)?, TRIM_ENTRIES)?;
             let mut pieces = txn.open_table(SNAPSHOT_PIECES)?;
@@ -296,10 +304,8 @@ impl RedbStore {
                 pieces.extract_from_if(..(index, 0), |_, _| true)?,
                 TRIM_PIECES,
             )?;
-            entries == TRIM_ENTRIES || old == TRIM_PIECES
-        };
-        txn.commit()?;
-        Ok(more)
+            Ok(entries == TRIM_ENTRIES || old == TRIM_PIECES)
+        })
     }
 
     /// The block at `height`, if this replica has it (a replica that joined through a snapshot

@@ -299,10 +299,25 @@ fn snapshots_grow_rarer_as_the_state_grows() {
 /// Three voters under `config`, a leader elected and one file registered: where the snapshot
 /// tests start.
 fn three_with_a_file(config: fn(u64) -> ReplicaConfig) -> (Cluster, u64, keyshare::FileId) {
+    three_with_a_file_as(config, false)
+}
+
+fn three_with_a_file_as(
+    config: fn(u64) -> ReplicaConfig,
+    hold_jobs: bool,
+) -> (Cluster, u64, keyshare::FileId) {
     let mut cluster = Cluster::with_config(3, 3, SEED, config);
+    cluster.hold_snapshots = hold_jobs;
     let leader = cluster.elect();
     let file = register_file(&mut cluster, leader, 1, &[1, 2], 1).file_id;
     (cluster, leader, file)
+}
+
+/// [`three_with_a_file`], with every snapshot job held from the start.
+fn three_with_a_file_holding_jobs(
+    config: fn(u64) -> ReplicaConfig,
+) -> (Cluster, u64, keyshare::FileId) {
+    three_with_a_file_as(config, true)
 }
 
 /// The snapshot job replica `id` handed out and the harness held.
@@ -331,10 +346,7 @@ fn commit_requests(cluster: &mut Cluster, via: u64, file: keyshare::FileId, coun
 
 #[test]
 fn blocks_commit_while_a_snapshot_is_built_off_the_ledger_path() {
-    let mut cluster = Cluster::with_config(3, 3, SEED, every_4_entries);
-    cluster.hold_snapshots = true;
-    let leader = cluster.elect();
-    let file = register_file(&mut cluster, leader, 1, &[1, 2], 1).file_id;
+    let (mut cluster, leader, file) = three_with_a_file_holding_jobs(every_4_entries);
     commit_requests(&mut cluster, leader, file, 30);
     // Polling never encoded the state: each replica handed out one job, and waits for it
     // instead of starting another every 4 entries.
@@ -490,10 +502,7 @@ fn replicas_take_their_snapshots_in_turns() {
 
 #[test]
 fn a_snapshot_that_could_not_be_built_is_tried_again_an_interval_later() {
-    let mut cluster = Cluster::with_config(3, 3, SEED, every_4_entries);
-    cluster.hold_snapshots = true;
-    let leader = cluster.elect();
-    let file = register_file(&mut cluster, leader, 1, &[1, 2], 1).file_id;
+    let (mut cluster, leader, file) = three_with_a_file_holding_jobs(every_4_entries);
     commit_requests(&mut cluster, leader, file, 8);
     let jobs = |cluster: &Cluster| {
         cluster
