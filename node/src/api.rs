@@ -17,7 +17,9 @@
 //! - `GET /v1/chain/verify` → [`crate::ChainReport`]
 //! - `POST /v1/ledger/txs` — body: a postcard `Vec<ledger::Transaction>` signed elsewhere (up to
 //!   [`MAX_TX_BATCH_BYTES`]) → [`TxBatchAnswer`] once each is applied or refused (for load
-//!   generators: `blocktorrent bench ledger`)
+//!   generators: `blocktorrent bench ledger`); with `Accept:` [`frames::CONTENT_TYPE`] the
+//!   answer's head comes as soon as the batch is taken in order, so a client may send its next
+//!   batch then, and its one receipt frame (the [`TxBatchAnswer`]) when each is applied
 //! - `GET /v1/ledger/nonces` → [`Nonces`]
 //! - `POST /v1/shutdown` — stops the node
 //! - `GET /metrics` — Prometheus text
@@ -371,25 +373,39 @@ pub fn router<T: Transport>(node: Arc<Node<T>>, token: String, shutdown: Arc<Not
 
 async fn submit_txs<T: Transport>(
     State(state): Api<T>,
+    headers: HeaderMap,
     body: Bytes,
-) -> Result<Json<TxBatchAnswer>, ApiError> {
+) -> Result<Response, ApiError> {
     let txs: Vec<ledger::Transaction> = postcard::from_bytes(&body).map_err(|error| {
         ApiError(
             StatusCode::BAD_REQUEST,
             format!("the body is not a postcard list of transactions: {error}"),
         )
     })?;
-    let outcomes = tokio::time::timeout(TX_BATCH_TIMEOUT, state.node.submit_signed(txs))
-        .await
-        .map_err(|_| {
-            ApiError(
-                StatusCode::GATEWAY_TIMEOUT,
-                format!(
-                    "the transactions were not all applied within {} s",
-                    TX_BATCH_TIMEOUT.as_secs()
-                ),
-            )
-        })??;
+    let admitted = state.node.admit_signed(txs).await?;
+    let applied = async move {
+        tokio::time::timeout(TX_BATCH_TIMEOUT, admitted.outcomes())
+            .await
+            .map(batch_answer)
+            .map_err(|_| Error::Timeout {
+                what: "the batch's transactions to apply".to_string(),
+                seconds: TX_BATCH_TIMEOUT.as_secs(),
+            })
+    };
+    if !accepts_frames(&headers) {
+        return Ok(Json(applied.await?).into_response());
+    }
+    // The head goes out now, with the batch taken in order: the client may send its next batch
+    // (ordered after this one) while this answer waits for its one receipt frame.
+    let (frames, body) = mpsc::channel(1);
+    tokio::spawn(async move {
+        let _ = frames.send(final_frame(applied.await)).await;
+    });
+    Ok(framed_response(FrameBody::Bounded(body)))
+}
+
+/// One outcome per transaction of a batch, in order.
+fn batch_answer(outcomes: Vec<Result<crate::Receipt, Error>>) -> TxBatchAnswer {
     let outcomes = outcomes
         .into_iter()
         .map(|outcome| match outcome {
@@ -408,7 +424,7 @@ async fn submit_txs<T: Transport>(
             },
         })
         .collect();
-    Ok(Json(TxBatchAnswer { outcomes }))
+    TxBatchAnswer { outcomes }
 }
 
 async fn nonces<T: Transport>(State(state): Api<T>) -> Result<Json<Nonces>, ApiError> {

@@ -39,6 +39,8 @@ impl Client {
             .http_status_as_error(false)
             .timeout_global(timeout)
             .timeout_connect(Some(Duration::from_secs(10)))
+            // `bench ledger` keeps up to 16 answers waiting per member, each on a connection.
+            .max_idle_connections_per_host(32)
             .build()
             .new_agent();
         Ok(Self {
@@ -139,19 +141,6 @@ impl Client {
         self.finish(response)
     }
 
-    /// Posts `body` as `application/octet-stream` and parses the JSON answer.
-    pub(crate) fn post_bytes<T: DeserializeOwned>(
-        &self,
-        path: &str,
-        body: Vec<u8>,
-    ) -> anyhow::Result<T> {
-        let response = self
-            .post(path)
-            .header("Content-Type", "application/octet-stream")
-            .send(&body[..]);
-        self.finish(response)
-    }
-
     /// Posts `len` bytes read from `body` and opens the framed answer.
     pub(crate) fn post_stream(
         &self,
@@ -165,6 +154,17 @@ impl Client {
             .header("Content-Length", len.to_string())
             .header("Accept", frames::CONTENT_TYPE)
             .send(ureq::SendBody::from_reader(body));
+        self.frames(response)
+    }
+
+    /// Posts `body` as `application/octet-stream` and opens the framed answer (returned once
+    /// its head has come).
+    pub(crate) fn post_bytes_frames(&self, path: &str, body: &[u8]) -> anyhow::Result<Frames> {
+        let response = self
+            .post(path)
+            .header("Content-Type", "application/octet-stream")
+            .header("Accept", frames::CONTENT_TYPE)
+            .send(body);
         self.frames(response)
     }
 
@@ -184,7 +184,7 @@ impl Client {
 
 /// A framed answer, read frame by frame.
 pub(crate) struct Frames {
-    reader: Box<dyn Read>,
+    reader: Box<dyn Read + Send>,
     member: String,
 }
 

@@ -43,7 +43,7 @@ pub use disk::{
 pub use error::Error;
 pub use ledger_task::LedgerOpener;
 pub use metrics::Metrics;
-pub use node::{Node, NodeOptions, Stores};
+pub use node::{AdmittedBatch, Node, NodeOptions, Stores};
 pub use ops::{ChainReport, Status};
 pub use private::{MAX_RECORD_BYTES, PrivateDb, RecordKey, RecordMeta, RecordWriter, SharedRecord};
 pub use recreate::{FetchEvent, FetchReceipt, RequestReceipt};

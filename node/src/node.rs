@@ -323,21 +323,25 @@ impl<T: Transport> Node<T> {
 
     /// Submits transactions signed elsewhere — a load generator holding the members' keys — in
     /// their order, and waits until each is applied here (whatever its result) or refused: one
-    /// outcome per transaction. A member's nonces must arrive in order: a caller keeps one batch
-    /// per sender in flight.
+    /// outcome per transaction. A member's nonces must arrive in order: a caller sends a
+    /// sender's next batch only once this one is admitted ([`Self::admit_signed`]).
     pub async fn submit_signed(
         &self,
         txs: Vec<ledger::Transaction>,
     ) -> Result<Vec<Result<crate::Receipt, Error>>, Error> {
-        let admissions = self.shared.submit_signed(txs).await?;
-        let mut outcomes = Vec::with_capacity(admissions.len());
-        for admission in admissions {
-            outcomes.push(match admission {
-                Ok(receipt) => receipt.await.unwrap_or(Err(Error::Stopped)),
-                Err(error) => Err(error),
-            });
-        }
-        Ok(outcomes)
+        Ok(self.admit_signed(txs).await?.outcomes().await)
+    }
+
+    /// [`Self::submit_signed`] in two steps: this returns once the ledger task has taken the
+    /// transactions in, in order (pooled, or refused at once), so whatever the caller submits
+    /// afterwards is ordered after them; [`AdmittedBatch::outcomes`] then waits for each.
+    pub async fn admit_signed(
+        &self,
+        txs: Vec<ledger::Transaction>,
+    ) -> Result<AdmittedBatch, Error> {
+        Ok(AdmittedBatch {
+            admissions: self.shared.submit_signed(txs).await?,
+        })
     }
 
     /// The last nonce each member used, as this replica has applied them, by member name.
@@ -428,5 +432,25 @@ impl<T: Transport> Node<T> {
             }
             tokio::time::sleep(Duration::from_millis(20)).await;
         }
+    }
+}
+
+/// Transactions of one [`Node::admit_signed`] call, taken in order, waiting for their blocks.
+pub struct AdmittedBatch {
+    admissions: Vec<crate::shared::Admission>,
+}
+
+impl AdmittedBatch {
+    /// Waits until each is applied here (whatever its result) or refused: one outcome per
+    /// transaction, in order.
+    pub async fn outcomes(self) -> Vec<Result<crate::Receipt, Error>> {
+        let mut outcomes = Vec::with_capacity(self.admissions.len());
+        for admission in self.admissions {
+            outcomes.push(match admission {
+                Ok(receipt) => receipt.await.unwrap_or(Err(Error::Stopped)),
+                Err(error) => Err(error),
+            });
+        }
+        outcomes
     }
 }

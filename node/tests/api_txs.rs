@@ -1,7 +1,9 @@
 //! `POST /v1/ledger/txs` and `GET /v1/ledger/nonces`, the routes `blocktorrent bench ledger`
 //! drives: transactions signed elsewhere are ordered in their order and answered once applied,
 //! a replay is refused with its reason, and a body that is not a list of transactions is a clear
-//! 400. In one process: members on the in-memory transport, one member's API on 127.0.0.1.
+//! 400; with a framed answer, the head comes once a batch is taken in order, so a client that
+//! sends its next batch then keeps its nonces in order with many batches waiting at once. In one
+//! process: members on the in-memory transport, one member's API on 127.0.0.1.
 
 #![allow(clippy::unwrap_used)]
 
@@ -10,6 +12,7 @@ mod common;
 use common::{consortium, serve_api, signing_key, start_with_leader};
 use ledger::{Body, Transaction};
 use node::api::{Nonces, TxBatchAnswer};
+use node::frames::{self, FrameKind};
 use node::load::SmallFiles;
 use overlay::MemoryNetwork;
 use rand::SeedableRng;
@@ -144,5 +147,98 @@ async fn signed_batches_are_ordered_answered_and_replays_refused() {
         body.contains("not a postcard list of transactions"),
         "{body}"
     );
+    server.abort();
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn framed_batches_sent_once_their_head_comes_keep_their_order() {
+    const BATCHES: u64 = 24;
+    const PER_BATCH: u64 = 4;
+    let network = MemoryNetwork::new();
+    let members = start_with_leader(&network, 4).await;
+    let (address, server) = serve_api(members[0].node.clone(), TOKEN, Default::default()).await;
+
+    let consortium = consortium(4);
+    let mut rng = StdRng::seed_from_u64(9);
+    let key = signing_key(4, 1);
+    let files = SmallFiles::new(&consortium, consortium.members[1].id, &mut rng).unwrap();
+    let batches: Vec<Vec<u8>> = (0..BATCHES)
+        .map(|batch| {
+            let txs: Vec<Transaction> = (1..=PER_BATCH)
+                .map(|i| {
+                    let nonce = batch * PER_BATCH + i;
+                    let file = files.file_id(nonce, &mut rng);
+                    let table = Body::RegisterFile(files.table(file, nonce, &mut rng).unwrap());
+                    Transaction::sign(&key, &consortium.chain_id, nonce, table)
+                })
+                .collect();
+            postcard::to_allocvec(&txs).unwrap()
+        })
+        .collect();
+
+    let answers: Vec<TxBatchAnswer> = tokio::task::spawn_blocking(move || {
+        let agent = ureq::Agent::config_builder()
+            .http_status_as_error(false)
+            .build()
+            .new_agent();
+        // Every batch is posted as soon as the previous one's head came, all before any answer
+        // is read: only the head's promise keeps the nonces in order.
+        let heads: Vec<_> = batches
+            .iter()
+            .map(|body| {
+                let response = agent
+                    .post(format!("http://{address}/v1/ledger/txs"))
+                    .header("Authorization", format!("Bearer {TOKEN}"))
+                    .header("Content-Type", "application/octet-stream")
+                    .header("Accept", frames::CONTENT_TYPE)
+                    .send(&body[..])
+                    .unwrap();
+                assert_eq!(response.status().as_u16(), 200);
+                response
+            })
+            .collect();
+        heads
+            .into_iter()
+            .map(|response| {
+                let mut reader = response.into_body().into_reader();
+                let (kind, payload) = frames::read(&mut reader).unwrap().unwrap();
+                assert_eq!(
+                    kind,
+                    FrameKind::Receipt,
+                    "{}",
+                    String::from_utf8_lossy(&payload)
+                );
+                assert!(
+                    frames::read(&mut reader).unwrap().is_none(),
+                    "one frame only"
+                );
+                serde_json::from_slice(&payload).unwrap()
+            })
+            .collect()
+    })
+    .await
+    .unwrap();
+
+    let mut last_height = 0;
+    for (batch, answer) in answers.iter().enumerate() {
+        assert_eq!(answer.outcomes.len(), PER_BATCH as usize);
+        for outcome in &answer.outcomes {
+            assert!(outcome.applied, "batch {batch}: {outcome:?}");
+            let height = outcome.height.unwrap();
+            assert!(
+                height >= last_height,
+                "batch {batch} applied before the one before it"
+            );
+            last_height = height;
+        }
+    }
+    let nonce = members[0]
+        .node
+        .nonces()
+        .await
+        .unwrap()
+        .remove("member-2")
+        .unwrap();
+    assert_eq!(nonce, BATCHES * PER_BATCH);
     server.abort();
 }
