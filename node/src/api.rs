@@ -19,7 +19,8 @@
 //!   [`MAX_TX_BATCH_BYTES`]) → [`TxBatchAnswer`] once each is applied or refused (for load
 //!   generators: `blocktorrent bench ledger`); with `Accept:` [`frames::CONTENT_TYPE`] the
 //!   answer's head comes as soon as the batch is taken in order, so a client may send its next
-//!   batch then, and its one receipt frame (the [`TxBatchAnswer`]) when each is applied
+//!   batch then, and its one receipt frame (the [`TxBatchAnswer`]) when each is applied, or an
+//!   error frame after 60 s (a batch the ledger could not take is a plain JSON error)
 //! - `GET /v1/ledger/nonces` → [`Nonces`]
 //! - `POST /v1/shutdown` — stops the node
 //! - `GET /metrics` — Prometheus text
@@ -382,7 +383,14 @@ async fn submit_txs<T: Transport>(
             format!("the body is not a postcard list of transactions: {error}"),
         )
     })?;
-    let admitted = state.node.admit_signed(txs).await?;
+    // Taken in order within the same bound as the whole answer: a ledger task stuck behind a
+    // long write answers 504, not never.
+    let admitted = tokio::time::timeout(TX_BATCH_TIMEOUT, state.node.admit_signed(txs))
+        .await
+        .map_err(|_| Error::Timeout {
+            what: "the ledger to take the batch".to_string(),
+            seconds: TX_BATCH_TIMEOUT.as_secs(),
+        })??;
     let applied = async move {
         tokio::time::timeout(TX_BATCH_TIMEOUT, admitted.outcomes())
             .await

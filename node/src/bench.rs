@@ -2,8 +2,8 @@
 //!
 //! The load is the paper's own kind of transaction: the master tables and share deposits of
 //! small files ([`node::load::SmallFiles`]), signed by every participant with the keys `init`
-//! wrote into DIR, all signed before the clock starts. Each participant's transactions go, over a
-//! connection of its own, to the Raft leader's node through `POST /v1/ledger/txs`, which
+//! wrote into DIR, all signed before the clock starts. Each participant's transactions go, over
+//! connections of its own, to the Raft leader's node through `POST /v1/ledger/txs`, which
 //! answers once each is applied.
 //!
 //! Open loop, without coordinated omission: every transaction has a scheduled send time (the
@@ -11,7 +11,7 @@
 //! node's answer. A participant's nonces must reach the ledger in order: its client sends a
 //! batch once the node has taken the previous one in order (the head of a framed answer), and
 //! reads the answers, which come when each batch is applied, on a thread of its own, with up
-//! to [`MAX_IN_FLIGHT`] batches waiting. Whatever comes due meanwhile goes in the next batch,
+//! to about [`MAX_IN_FLIGHT`] batches waiting. Whatever comes due meanwhile goes in the next batch,
 //! and every wait counts against the system, not the client.
 
 #![allow(clippy::print_stdout, clippy::print_stderr)]
@@ -35,7 +35,8 @@ use crate::client::{Client, Frame, Frames};
 
 /// Most transactions one batch carries (a batch is one HTTP request).
 const MAX_BATCH: usize = 2_000;
-/// Batches one participant has waiting for their blocks at once (each holds a connection).
+/// Batches one participant has queued for their answers (each holds a connection); with the one
+/// whose answer is being read and the one being sent, up to two more wait for their blocks.
 const MAX_IN_FLIGHT: usize = 16;
 /// Least time between one participant's batches: it adds at most this to a transaction's wait
 /// and keeps requests to 200 a second per participant at any rate. Measured at 10,000 tx/s on
@@ -164,7 +165,7 @@ fn entry_node(configs: &[PathBuf]) -> anyhow::Result<PathBuf> {
 }
 
 /// The participants of the consortium in DIR, each with its key and a client of the node the
-/// load goes to (a connection of its own).
+/// load goes to (connections of its own).
 fn participants(configs: &[PathBuf], rng: &mut StdRng) -> anyhow::Result<Vec<Participant>> {
     let entry = entry_node(configs)?;
     let mut participants = Vec::new();
@@ -330,7 +331,7 @@ fn run_round(
     ))
 }
 
-/// Sends one participant's schedule, a batch at a time in order and up to [`MAX_IN_FLIGHT`]
+/// Sends one participant's schedule, a batch at a time in order and about [`MAX_IN_FLIGHT`]
 /// waiting for their blocks at once; returns each transaction's outcome and when (from the
 /// round's start) its answer came.
 fn send(
@@ -419,7 +420,10 @@ impl InFlight {
     ) {
         let count = self.scheduled.len();
         let answer = self.answer.and_then(|mut frames| match frames.next()? {
-            Frame::Done(answer) => Ok::<TxBatchAnswer, anyhow::Error>(answer),
+            Frame::Done(answer) => {
+                frames.finish()?;
+                Ok::<TxBatchAnswer, anyhow::Error>(answer)
+            }
             Frame::Data(_) | Frame::Progress(_) => Err(anyhow!("an unexpected frame")),
         });
         let answered = start.elapsed();

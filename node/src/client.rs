@@ -39,8 +39,10 @@ impl Client {
             .http_status_as_error(false)
             .timeout_global(timeout)
             .timeout_connect(Some(Duration::from_secs(10)))
-            // `bench ledger` keeps up to 16 answers waiting per member, each on a connection.
-            .max_idle_connections_per_host(32)
+            // `bench ledger` keeps about 16 answers waiting per participant, each on a
+            // connection it takes back from the pool for its next batch.
+            .max_idle_connections(64)
+            .max_idle_connections_per_host(64)
             .build()
             .new_agent();
         Ok(Self {
@@ -199,6 +201,19 @@ pub(crate) enum Frame<R> {
 }
 
 impl Frames {
+    /// Reads the end of a framed answer whose last frame came: an answer is done only at its
+    /// end of stream, and only a connection read to its end goes back to the pool.
+    pub(crate) fn finish(mut self) -> anyhow::Result<()> {
+        match frames::read(&mut self.reader) {
+            Ok(None) => Ok(()),
+            Ok(Some(_)) => Err(anyhow!(
+                "{}'s node sent a frame after its last",
+                self.member
+            )),
+            Err(error) => Err(anyhow!("reading {}'s answer: {error}", self.member)),
+        }
+    }
+
     /// The next frame; an error frame, a malformed frame or an answer that stops before its
     /// receipt is an error.
     pub(crate) fn next<R: DeserializeOwned>(&mut self) -> anyhow::Result<Frame<R>> {

@@ -9,12 +9,14 @@
 
 mod common;
 
+use std::time::Duration;
+
 use common::{consortium, serve_api, signing_key, start_with_leader};
 use ledger::{Body, Transaction};
 use node::api::{Nonces, TxBatchAnswer};
 use node::frames::{self, FrameKind};
 use node::load::SmallFiles;
-use overlay::MemoryNetwork;
+use overlay::{MemoryNetwork, Transport};
 use rand::SeedableRng;
 use rand::rngs::StdRng;
 
@@ -240,5 +242,71 @@ async fn framed_batches_sent_once_their_head_comes_keep_their_order() {
         .remove("member-2")
         .unwrap();
     assert_eq!(nonce, BATCHES * PER_BATCH);
+    server.abort();
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_framed_answer_heads_before_its_batch_applies() {
+    let network = MemoryNetwork::new();
+    let members = start_with_leader(&network, 4).await;
+    let (address, server) = serve_api(members[0].node.clone(), TOKEN, Default::default()).await;
+    let consortium = consortium(4);
+    let mut rng = StdRng::seed_from_u64(11);
+    let key = signing_key(4, 0);
+    let files = SmallFiles::new(&consortium, consortium.members[0].id, &mut rng).unwrap();
+    let file = files.file_id(1, &mut rng);
+    let table = Body::RegisterFile(files.table(file, 1, &mut rng).unwrap());
+    let body = postcard::to_allocvec(&vec![Transaction::sign(
+        &key,
+        &consortium.chain_id,
+        1,
+        table,
+    )])
+    .unwrap();
+
+    // The other three are cut off: nothing can commit, yet the batch is taken in order.
+    let others: Vec<_> = members[1..]
+        .iter()
+        .map(|member| member.node.transport().local_peer())
+        .collect();
+    for peer in &others {
+        network.set_down(*peer, true);
+    }
+    let response = tokio::task::spawn_blocking(move || {
+        let agent = ureq::Agent::config_builder()
+            .http_status_as_error(false)
+            .timeout_global(Some(Duration::from_secs(60)))
+            .build()
+            .new_agent();
+        agent
+            .post(format!("http://{address}/v1/ledger/txs"))
+            .header("Authorization", format!("Bearer {TOKEN}"))
+            .header("Content-Type", "application/octet-stream")
+            .header("Accept", frames::CONTENT_TYPE)
+            .send(&body[..])
+            .unwrap()
+    })
+    .await
+    .unwrap();
+    assert_eq!(response.status().as_u16(), 200);
+    assert_eq!(members[0].node.nonces().await.unwrap()["member-1"], 0);
+
+    for peer in &others {
+        network.set_down(*peer, false);
+    }
+    let answer: TxBatchAnswer = tokio::task::spawn_blocking(move || {
+        let mut reader = response.into_body().into_reader();
+        let (kind, payload) = frames::read(&mut reader).unwrap().unwrap();
+        assert_eq!(
+            kind,
+            FrameKind::Receipt,
+            "{}",
+            String::from_utf8_lossy(&payload)
+        );
+        serde_json::from_slice(&payload).unwrap()
+    })
+    .await
+    .unwrap();
+    assert!(answer.outcomes[0].applied, "{:?}", answer.outcomes[0]);
     server.abort();
 }
