@@ -326,6 +326,13 @@ pub async fn serve(
                 }
             },
         };
+        // A framed answer is written in pieces (its head at once, its frames later). With
+        // Nagle's algorithm a piece written while the one before is unacknowledged waits for
+        // the client's delayed ACK, ~40 ms on Linux: on a connection the client reuses, that
+        // put p50 of `bench ledger` at 47 ms where it was 23.
+        if let Err(error) = stream.set_nodelay(true) {
+            tracing::debug!(%error, "admin API connection keeps Nagle's algorithm");
+        }
         let service = hyper_util::service::TowerToHyperService::new(app.clone());
         let connection =
             graceful.watch(http.serve_connection(hyper_util::rt::TokioIo::new(stream), service));
