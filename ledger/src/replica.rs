@@ -98,8 +98,12 @@ pub struct ReplicaConfig {
     /// A snapshot also waits until the entries applied since the last one hold this percentage of
     /// that snapshot's body in bytes (0: no such wait). Each snapshot encodes, hashes and writes
     /// the whole state, so taking one every fixed number of entries costs O(state) per interval,
-    /// quadratic in the chain's length; at 100 the work stays proportional to the log, and the
-    /// log held in memory stays about the state's size.
+    /// quadratic in the chain's length; with this wait the work stays proportional to the log,
+    /// at 100/percent of a body's bytes per byte of log, and the log held in memory stays under
+    /// percent/100 times the state's size. The default, 300, was measured on 4 members on 2 cores
+    /// at 10,000 tx/s over 600,000 files (README, Performance): against 100, p99 from ~49 to
+    /// ~34 ms and p50 from ~20 to ~15 ms, no more memory at the end (~880 MB a node), and a
+    /// follower killed and restarted there caught up as fast (~6 s).
     pub snapshot_log_percent: u64,
     /// Pace at which a snapshot's body is written, in bytes a second (at most one piece a poll;
     /// the first at once). Written at once, every member's body reaches the disk they may share
@@ -122,7 +126,7 @@ impl ReplicaConfig {
             max_pending_txs: 200_000,
             max_tx_bytes: MAX_TX_BYTES,
             snapshot_interval_entries: 1_000,
-            snapshot_log_percent: 100,
+            snapshot_log_percent: 300,
             snapshot_write_bytes_per_second: 16 << 20,
         }
     }
