@@ -20,7 +20,7 @@
 //!   generators: `blocktorrent bench ledger`); with `Accept:` [`frames::CONTENT_TYPE`] the
 //!   answer's head comes as soon as the batch is taken in order, so a client may send its next
 //!   batch then, and its one receipt frame (the [`TxBatchAnswer`]) when each is applied, or an
-//!   error frame after 60 s (a batch the ledger could not take is a plain JSON error)
+//!   error frame 60 s after the head (a batch the ledger could not take is a plain JSON error)
 //! - `GET /v1/ledger/nonces` → [`Nonces`]
 //! - `POST /v1/shutdown` — stops the node
 //! - `GET /metrics` — Prometheus text

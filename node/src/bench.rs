@@ -35,6 +35,10 @@ use crate::client::{Client, Frame, Frames};
 
 /// Most transactions one batch carries (a batch is one HTTP request).
 const MAX_BATCH: usize = 2_000;
+/// Connections all participants together may hold to the node: half the admin API's 256
+/// (`ServeLimits`), the rest left to the CLI. A participant's batches in flight are cut to its
+/// share of these when there are many participants.
+const CONNECTION_BUDGET: usize = 128;
 /// Batches one participant has queued for their answers (each holds a connection); with the one
 /// whose answer is being read and the one being sent, up to two more wait for their blocks.
 const MAX_IN_FLIGHT: usize = 16;
@@ -297,12 +301,18 @@ fn run_round(
         "{rate} tx/s: signed {count} transactions in {:.1} s; sending for {seconds} s",
         signing.elapsed().as_secs_f64()
     );
+    // Each participant holds its queued batches' connections, one being read and one being sent.
+    let queued = (CONNECTION_BUDGET / participants.len().max(1))
+        .saturating_sub(2)
+        .clamp(1, MAX_IN_FLIGHT);
     let start = Instant::now();
     let results: Vec<anyhow::Result<Vec<(Outcome, Duration)>>> = std::thread::scope(|scope| {
         let handles: Vec<_> = participants
             .iter()
             .zip(schedules)
-            .map(|(participant, schedule)| scope.spawn(move || send(participant, schedule, start)))
+            .map(|(participant, schedule)| {
+                scope.spawn(move || send(participant, schedule, start, queued))
+            })
             .collect();
         join_all(handles, "sending")
     });
@@ -331,16 +341,17 @@ fn run_round(
     ))
 }
 
-/// Sends one participant's schedule, a batch at a time in order and about [`MAX_IN_FLIGHT`]
-/// waiting for their blocks at once; returns each transaction's outcome and when (from the
+/// Sends one participant's schedule, a batch at a time in order and about `queued` (at most
+/// [`MAX_IN_FLIGHT`]) waiting for their blocks at once; returns each transaction's outcome and when (from the
 /// round's start) its answer came.
 fn send(
     participant: &Participant,
     schedule: Schedule,
     start: Instant,
+    queued: usize,
 ) -> anyhow::Result<Vec<(Outcome, Duration)>> {
     let total = schedule.txs.len();
-    let (in_flight, landed) = std::sync::mpsc::sync_channel::<InFlight>(MAX_IN_FLIGHT);
+    let (in_flight, landed) = std::sync::mpsc::sync_channel::<InFlight>(queued);
     std::thread::scope(|scope| {
         // Batches are answered in the order they were taken (their blocks apply in order), so
         // one waiter reading them in turn timestamps each answer as it comes.
@@ -394,7 +405,7 @@ fn post_batches(
         let answer = participant
             .client
             .post_bytes_frames("/v1/ledger/txs", &body);
-        // Waits while MAX_IN_FLIGHT batches wait for their blocks: that wait counts against the
+        // Waits while `queued` batches wait for their blocks: that wait counts against the
         // system, as the scheduled times stand.
         if in_flight.send(InFlight { scheduled, answer }).is_err() {
             return Err(anyhow!("{}'s answer reader stopped", participant.name));
@@ -421,7 +432,10 @@ impl InFlight {
         let count = self.scheduled.len();
         let answer = self.answer.and_then(|mut frames| match frames.next()? {
             Frame::Done(answer) => {
-                frames.finish()?;
+                // The end only decides whether the connection is reused: the answer stands.
+                if let Err(error) = frames.finish() {
+                    tracing::debug!(participant = %participant.name, %error, "answer's end");
+                }
                 Ok::<TxBatchAnswer, anyhow::Error>(answer)
             }
             Frame::Data(_) | Frame::Progress(_) => Err(anyhow!("an unexpected frame")),
