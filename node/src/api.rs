@@ -16,7 +16,7 @@
 //! - `GET /v1/file/{file_id}` → [`FileView`]
 //! - `GET /v1/chain/verify` → [`crate::ChainReport`]
 //! - `POST /v1/ledger/txs` — body: a postcard `Vec<ledger::Transaction>` signed elsewhere (up to
-//!   [`MAX_TX_BATCH_BYTES`]) → [`TxBatchAnswer`] once each is applied or refused (for load
+//!   [`MAX_TX_BATCH_BYTES`] and [`MAX_TX_BATCH_COUNT`] transactions) → [`TxBatchAnswer`] once each is applied or refused (for load
 //!   generators: `blocktorrent bench ledger`); with `Accept:` [`frames::CONTENT_TYPE`] the
 //!   answer's head comes as soon as the batch is taken in order, so a client may send its next
 //!   batch then, and its one receipt frame (the [`TxBatchAnswer`]) when each is applied, or an
@@ -106,6 +106,12 @@ pub struct FileView {
 
 /// Largest body `POST /v1/ledger/txs` accepts.
 pub const MAX_TX_BATCH_BYTES: usize = 16 << 20;
+/// Most transactions one `POST /v1/ledger/txs` carries. Its answer holds an outcome of up to
+/// ~200 bytes of JSON for each, and a framed answer is one frame of at most
+/// [`frames::MAX_PAYLOAD_BYTES`]: 16 MiB of the smallest transactions (~130 bytes) would
+/// answer in more than a frame may hold.
+pub const MAX_TX_BATCH_COUNT: usize = 20_000;
+const _: () = assert!(MAX_TX_BATCH_COUNT * 200 <= frames::MAX_PAYLOAD_BYTES);
 /// The longest `POST /v1/ledger/txs` waits for its transactions to apply.
 const TX_BATCH_TIMEOUT: Duration = Duration::from_secs(60);
 
@@ -390,6 +396,15 @@ async fn submit_txs<T: Transport>(
             format!("the body is not a postcard list of transactions: {error}"),
         )
     })?;
+    if txs.len() > MAX_TX_BATCH_COUNT {
+        return Err(ApiError(
+            StatusCode::PAYLOAD_TOO_LARGE,
+            format!(
+                "a batch carries at most {MAX_TX_BATCH_COUNT} transactions; this one carries {}",
+                txs.len()
+            ),
+        ));
+    }
     // Taken in order within the same bound as the whole answer: a ledger task stuck behind a
     // long write answers 504, not never.
     let admitted = tokio::time::timeout(TX_BATCH_TIMEOUT, state.node.admit_signed(txs))

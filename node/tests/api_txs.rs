@@ -140,6 +140,20 @@ async fn signed_batches_are_ordered_answered_and_replays_refused() {
     .unwrap();
     assert_eq!(status, 401);
 
+    // More transactions than one answer may report: refused whole, nothing submitted.
+    let key = signing_key(4, 3);
+    let files = SmallFiles::new(&consortium, consortium.members[3].id, &mut rng).unwrap();
+    let file = files.file_id(3, &mut rng);
+    let table = Body::RegisterFile(files.table(file, 3, &mut rng).unwrap());
+    let tx = Transaction::sign(&key, &consortium.chain_id, 1, table);
+    let many = postcard::to_allocvec(&vec![tx; node::api::MAX_TX_BATCH_COUNT + 1]).unwrap();
+    let (status, body) = tokio::task::spawn_blocking(move || post(address, many))
+        .await
+        .unwrap();
+    assert_eq!(status, 413, "{body}");
+    assert!(body.contains("at most 20000 transactions"), "{body}");
+    assert_eq!(members[0].node.nonces().await.unwrap()["member-4"], 0);
+
     // Not a list of transactions: a clear 400.
     let (status, body) = tokio::task::spawn_blocking(move || post(address, vec![0xff; 7]))
         .await
