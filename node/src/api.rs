@@ -16,11 +16,12 @@
 //! - `GET /v1/file/{file_id}` → [`FileView`]
 //! - `GET /v1/chain/verify` → [`crate::ChainReport`]
 //! - `POST /v1/ledger/txs` — body: a postcard `Vec<ledger::Transaction>` signed elsewhere (up to
-//!   [`MAX_TX_BATCH_BYTES`] and [`MAX_TX_BATCH_COUNT`] transactions) → [`TxBatchAnswer`] once each is applied or refused (for load
-//!   generators: `blocktorrent bench ledger`); with `Accept:` [`frames::CONTENT_TYPE`] the
-//!   answer's head comes as soon as the batch is taken in order, so a client may send its next
-//!   batch then, and its one receipt frame (the [`TxBatchAnswer`]) when each is applied, or an
-//!   error frame 60 s after the head (a batch the ledger could not take is a plain JSON error)
+//!   [`MAX_TX_BATCH_BYTES`] and [`MAX_TX_BATCH_COUNT`] transactions) → [`TxBatchAnswer`] once
+//!   each is applied or refused (for load generators: `blocktorrent bench ledger`); with
+//!   `Accept:` [`frames::CONTENT_TYPE`] the answer's head comes as soon as the batch is taken
+//!   in order, so a client may send its next batch then, and its one receipt frame (the
+//!   [`TxBatchAnswer`]) when each is applied, or an error frame 60 s after the head (a batch
+//!   the ledger could not take is a plain JSON error)
 //! - `GET /v1/ledger/nonces` → [`Nonces`]
 //! - `POST /v1/shutdown` — stops the node
 //! - `GET /metrics` — Prometheus text

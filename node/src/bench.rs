@@ -342,8 +342,8 @@ fn run_round(
 }
 
 /// Sends one participant's schedule, a batch at a time in order and about `queued` (at most
-/// [`MAX_IN_FLIGHT`]) waiting for their blocks at once; returns each transaction's outcome and when (from the
-/// round's start) its answer came.
+/// [`MAX_IN_FLIGHT`]) waiting for their blocks at once; returns each transaction's outcome and
+/// when (from the round's start) its answer came.
 fn send(
     participant: &Participant,
     schedule: Schedule,
