@@ -37,6 +37,32 @@ fn post(address: std::net::SocketAddr, body: Vec<u8>) -> (u16, String) {
     (status, response.body_mut().read_to_string().unwrap())
 }
 
+/// An agent whose calls (head and body) end within a minute: a hang fails the test.
+fn agent() -> ureq::Agent {
+    ureq::Agent::config_builder()
+        .http_status_as_error(false)
+        .timeout_global(Some(Duration::from_secs(60)))
+        .build()
+        .new_agent()
+}
+
+/// Posts a batch asking for a framed answer; returns once its head came.
+fn post_framed(
+    agent: &ureq::Agent,
+    address: std::net::SocketAddr,
+    body: &[u8],
+) -> ureq::http::Response<ureq::Body> {
+    let response = agent
+        .post(format!("http://{address}/v1/ledger/txs"))
+        .header("Authorization", format!("Bearer {TOKEN}"))
+        .header("Content-Type", "application/octet-stream")
+        .header("Accept", frames::CONTENT_TYPE)
+        .send(body)
+        .unwrap();
+    assert_eq!(response.status().as_u16(), 200);
+    response
+}
+
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn signed_batches_are_ordered_answered_and_replays_refused() {
     let network = MemoryNetwork::new();
@@ -193,25 +219,12 @@ async fn framed_batches_sent_once_their_head_comes_keep_their_order() {
         .collect();
 
     let answers: Vec<TxBatchAnswer> = tokio::task::spawn_blocking(move || {
-        let agent = ureq::Agent::config_builder()
-            .http_status_as_error(false)
-            .build()
-            .new_agent();
+        let agent = agent();
         // Every batch is posted as soon as the previous one's head came, all before any answer
         // is read: only the head's promise keeps the nonces in order.
         let heads: Vec<_> = batches
             .iter()
-            .map(|body| {
-                let response = agent
-                    .post(format!("http://{address}/v1/ledger/txs"))
-                    .header("Authorization", format!("Bearer {TOKEN}"))
-                    .header("Content-Type", "application/octet-stream")
-                    .header("Accept", frames::CONTENT_TYPE)
-                    .send(&body[..])
-                    .unwrap();
-                assert_eq!(response.status().as_u16(), 200);
-                response
-            })
+            .map(|body| post_framed(&agent, address, body))
             .collect();
         heads
             .into_iter()
@@ -286,23 +299,9 @@ async fn a_framed_answer_heads_before_its_batch_applies() {
     for peer in &others {
         network.set_down(*peer, true);
     }
-    let response = tokio::task::spawn_blocking(move || {
-        let agent = ureq::Agent::config_builder()
-            .http_status_as_error(false)
-            .timeout_global(Some(Duration::from_secs(60)))
-            .build()
-            .new_agent();
-        agent
-            .post(format!("http://{address}/v1/ledger/txs"))
-            .header("Authorization", format!("Bearer {TOKEN}"))
-            .header("Content-Type", "application/octet-stream")
-            .header("Accept", frames::CONTENT_TYPE)
-            .send(&body[..])
-            .unwrap()
-    })
-    .await
-    .unwrap();
-    assert_eq!(response.status().as_u16(), 200);
+    let response = tokio::task::spawn_blocking(move || post_framed(&agent(), address, &body))
+        .await
+        .unwrap();
     assert_eq!(members[0].node.nonces().await.unwrap()["member-1"], 0);
 
     for peer in &others {
