@@ -11,8 +11,8 @@
 //! node's answer. A participant's nonces must reach the ledger in order: its client sends a
 //! batch once the node has taken the previous one in order (the head of a framed answer), and
 //! reads the answers, which come when each batch is applied, on a thread of its own, with up
-//! to about [`MAX_IN_FLIGHT`] batches waiting. Whatever comes due meanwhile goes in the next batch,
-//! and every wait counts against the system, not the client.
+//! to about [`MAX_IN_FLIGHT`] batches waiting. Whatever comes due meanwhile goes in the next
+//! batch, and every wait counts against the system, not the client.
 
 #![allow(clippy::print_stdout, clippy::print_stderr)]
 

@@ -322,19 +322,11 @@ impl<T: Transport> Node<T> {
     }
 
     /// Submits transactions signed elsewhere — a load generator holding the members' keys — in
-    /// their order, and waits until each is applied here (whatever its result) or refused: one
-    /// outcome per transaction. A member's nonces must arrive in order: a caller sends a
-    /// sender's next batch only once this one is admitted ([`Self::admit_signed`]).
-    pub async fn submit_signed(
-        &self,
-        txs: Vec<ledger::Transaction>,
-    ) -> Result<Vec<Result<crate::Receipt, Error>>, Error> {
-        Ok(self.admit_signed(txs).await?.outcomes().await)
-    }
-
-    /// [`Self::submit_signed`] in two steps: this returns once the ledger task has taken the
-    /// transactions in, in order (pooled, or refused at once), so whatever the caller submits
-    /// afterwards is ordered after them; [`AdmittedBatch::outcomes`] then waits for each.
+    /// their order. Returns once the ledger task has taken them in (pooled, or refused at once),
+    /// so whatever the caller submits afterwards is ordered after them: a member's nonces must
+    /// arrive in order, so a caller sends a sender's next batch only then.
+    /// [`AdmittedBatch::outcomes`] then waits until each is applied here (whatever its result)
+    /// or refused.
     pub async fn admit_signed(
         &self,
         txs: Vec<ledger::Transaction>,

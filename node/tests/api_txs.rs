@@ -11,7 +11,7 @@ mod common;
 
 use std::time::Duration;
 
-use common::{consortium, serve_api, signing_key, start_with_leader};
+use common::{Member, consortium, serve_api, signing_key, start_with_leader};
 use ledger::{Body, Transaction};
 use node::api::{Nonces, TxBatchAnswer};
 use node::frames::{self, FrameKind};
@@ -35,6 +35,46 @@ fn post(address: std::net::SocketAddr, body: Vec<u8>) -> (u16, String) {
         .unwrap();
     let status = response.status().as_u16();
     (status, response.body_mut().read_to_string().unwrap())
+}
+
+/// Four members on the in-memory transport with a leader known, and member-1's API.
+async fn four_with_api() -> (
+    MemoryNetwork,
+    Vec<Member>,
+    std::net::SocketAddr,
+    tokio::task::JoinHandle<std::io::Result<()>>,
+) {
+    let network = MemoryNetwork::new();
+    let members = start_with_leader(&network, 4).await;
+    let (address, server) = serve_api(members[0].node.clone(), TOKEN, Default::default()).await;
+    (network, members, address, server)
+}
+
+/// A signed registration of a fresh small file from `files`' member, as its transaction `nonce`
+/// (`at` stands for the clock the file id and table take).
+fn register(
+    consortium: &node::config::Consortium,
+    files: &SmallFiles,
+    key: &ed25519_dalek::SigningKey,
+    at: u64,
+    nonce: u64,
+    rng: &mut StdRng,
+) -> Transaction {
+    let file = files.file_id(at, rng);
+    let table = Body::RegisterFile(files.table(file, at, rng).unwrap());
+    Transaction::sign(key, &consortium.chain_id, nonce, table)
+}
+
+/// Reads a framed answer's next frame, which must be its receipt.
+fn receipt(reader: &mut impl std::io::Read) -> TxBatchAnswer {
+    let (kind, payload) = frames::read(reader).unwrap().unwrap();
+    assert_eq!(
+        kind,
+        FrameKind::Receipt,
+        "{}",
+        String::from_utf8_lossy(&payload)
+    );
+    serde_json::from_slice(&payload).unwrap()
 }
 
 /// An agent whose calls (head and body) end within a minute: a hang fails the test.
@@ -65,9 +105,7 @@ fn post_framed(
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn signed_batches_are_ordered_answered_and_replays_refused() {
-    let network = MemoryNetwork::new();
-    let members = start_with_leader(&network, 4).await;
-    let (address, server) = serve_api(members[0].node.clone(), TOKEN, Default::default()).await;
+    let (_network, members, address, server) = four_with_api().await;
 
     // Two participants' files: member-1 registers and deposits, member-2 registers.
     let consortium = consortium(4);
@@ -103,9 +141,7 @@ async fn signed_batches_are_ordered_answered_and_replays_refused() {
     // A copy submitted while the first waits is refused; the first is answered.
     let key = signing_key(4, 2);
     let files = SmallFiles::new(&consortium, consortium.members[2].id, &mut rng).unwrap();
-    let file = files.file_id(2, &mut rng);
-    let table = Body::RegisterFile(files.table(file, 2, &mut rng).unwrap());
-    let tx = Transaction::sign(&key, &consortium.chain_id, 1, table);
+    let tx = register(&consortium, &files, &key, 2, 1, &mut rng);
     let twice = postcard::to_allocvec(&vec![tx.clone(), tx]).unwrap();
     let (status, body) = tokio::task::spawn_blocking(move || post(address, twice))
         .await
@@ -169,9 +205,7 @@ async fn signed_batches_are_ordered_answered_and_replays_refused() {
     // More transactions than one answer may report: refused whole, nothing submitted.
     let key = signing_key(4, 3);
     let files = SmallFiles::new(&consortium, consortium.members[3].id, &mut rng).unwrap();
-    let file = files.file_id(3, &mut rng);
-    let table = Body::RegisterFile(files.table(file, 3, &mut rng).unwrap());
-    let tx = Transaction::sign(&key, &consortium.chain_id, 1, table);
+    let tx = register(&consortium, &files, &key, 3, 1, &mut rng);
     let many = postcard::to_allocvec(&vec![tx; node::api::MAX_TX_BATCH_COUNT + 1]).unwrap();
     let (status, body) = tokio::task::spawn_blocking(move || post(address, many))
         .await
@@ -196,9 +230,7 @@ async fn signed_batches_are_ordered_answered_and_replays_refused() {
 async fn framed_batches_sent_once_their_head_comes_keep_their_order() {
     const BATCHES: u64 = 24;
     const PER_BATCH: u64 = 4;
-    let network = MemoryNetwork::new();
-    let members = start_with_leader(&network, 4).await;
-    let (address, server) = serve_api(members[0].node.clone(), TOKEN, Default::default()).await;
+    let (_network, members, address, server) = four_with_api().await;
 
     let consortium = consortium(4);
     let mut rng = StdRng::seed_from_u64(9);
@@ -209,9 +241,7 @@ async fn framed_batches_sent_once_their_head_comes_keep_their_order() {
             let txs: Vec<Transaction> = (1..=PER_BATCH)
                 .map(|i| {
                     let nonce = batch * PER_BATCH + i;
-                    let file = files.file_id(nonce, &mut rng);
-                    let table = Body::RegisterFile(files.table(file, nonce, &mut rng).unwrap());
-                    Transaction::sign(&key, &consortium.chain_id, nonce, table)
+                    register(&consortium, &files, &key, nonce, nonce, &mut rng)
                 })
                 .collect();
             postcard::to_allocvec(&txs).unwrap()
@@ -230,18 +260,12 @@ async fn framed_batches_sent_once_their_head_comes_keep_their_order() {
             .into_iter()
             .map(|response| {
                 let mut reader = response.into_body().into_reader();
-                let (kind, payload) = frames::read(&mut reader).unwrap().unwrap();
-                assert_eq!(
-                    kind,
-                    FrameKind::Receipt,
-                    "{}",
-                    String::from_utf8_lossy(&payload)
-                );
+                let answer = receipt(&mut reader);
                 assert!(
                     frames::read(&mut reader).unwrap().is_none(),
                     "one frame only"
                 );
-                serde_json::from_slice(&payload).unwrap()
+                answer
             })
             .collect()
     })
@@ -274,22 +298,13 @@ async fn framed_batches_sent_once_their_head_comes_keep_their_order() {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_framed_answer_heads_before_its_batch_applies() {
-    let network = MemoryNetwork::new();
-    let members = start_with_leader(&network, 4).await;
-    let (address, server) = serve_api(members[0].node.clone(), TOKEN, Default::default()).await;
+    let (network, members, address, server) = four_with_api().await;
     let consortium = consortium(4);
     let mut rng = StdRng::seed_from_u64(11);
     let key = signing_key(4, 0);
     let files = SmallFiles::new(&consortium, consortium.members[0].id, &mut rng).unwrap();
-    let file = files.file_id(1, &mut rng);
-    let table = Body::RegisterFile(files.table(file, 1, &mut rng).unwrap());
-    let body = postcard::to_allocvec(&vec![Transaction::sign(
-        &key,
-        &consortium.chain_id,
-        1,
-        table,
-    )])
-    .unwrap();
+    let body =
+        postcard::to_allocvec(&vec![register(&consortium, &files, &key, 1, 1, &mut rng)]).unwrap();
 
     // The other three are cut off: nothing can commit, yet the batch is taken in order.
     let others: Vec<_> = members[1..]
@@ -307,19 +322,10 @@ async fn a_framed_answer_heads_before_its_batch_applies() {
     for peer in &others {
         network.set_down(*peer, false);
     }
-    let answer: TxBatchAnswer = tokio::task::spawn_blocking(move || {
-        let mut reader = response.into_body().into_reader();
-        let (kind, payload) = frames::read(&mut reader).unwrap().unwrap();
-        assert_eq!(
-            kind,
-            FrameKind::Receipt,
-            "{}",
-            String::from_utf8_lossy(&payload)
-        );
-        serde_json::from_slice(&payload).unwrap()
-    })
-    .await
-    .unwrap();
+    let answer: TxBatchAnswer =
+        tokio::task::spawn_blocking(move || receipt(&mut response.into_body().into_reader()))
+            .await
+            .unwrap();
     assert!(answer.outcomes[0].applied, "{:?}", answer.outcomes[0]);
     server.abort();
 }
